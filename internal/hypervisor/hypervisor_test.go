@@ -1,0 +1,74 @@
+package hypervisor
+
+import (
+	"testing"
+)
+
+func TestDetect(t *testing.T) {
+	tests := []struct {
+		name    string
+		xml     string
+		want    Type
+		raw     string
+		wantErr bool
+	}{
+		{name: "kvm", xml: `<domain type="kvm"><name>default_my-vm</name></domain>`, want: KVM, raw: "kvm"},
+		{name: "qemu is TCG", xml: `<domain type='qemu'><name>a_b</name></domain>`, want: QEMUTCG, raw: "qemu"},
+		{name: "hyperv is mshv", xml: `<domain type="hyperv"><name>a_b</name></domain>`, want: MSHV, raw: "hyperv"},
+		{name: "unsupported type", xml: `<domain type="xen"/>`, want: Unknown, raw: "xen"},
+		{name: "missing type", xml: `<domain><name>x</name></domain>`, want: Unknown},
+		{name: "status file wrapper", xml: `<!-- WARNING: THIS IS AN AUTO-GENERATED FILE -->
+<domstatus state='running' reason='booted' pid='42'>
+  <monitor path='/x/monitor.sock' type='unix'/>
+  <qemuCaps><flag name='kvm'/></qemuCaps>
+  <domain type='kvm' id='1'><name>default_my-vm</name></domain>
+</domstatus>`, want: KVM, raw: "kvm"},
+		{name: "status file without domain", xml: `<domstatus state='running'/>`, want: Unknown},
+		{name: "invalid xml", xml: `invalid xml`, want: Unknown, wantErr: true},
+		{name: "truncated", xml: `<domain type="kvm"><name>`, want: Unknown, wantErr: true},
+		{name: "other root", xml: `<capabilities/>`, want: Unknown, wantErr: true},
+		{name: "empty", xml: ``, want: Unknown, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Detect(tt.xml)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Detect() error = %v, wantErr %v", err, tt.wantErr)
+			}
+			if got.Type != tt.want {
+				t.Errorf("Detect().Type = %q, want %q", got.Type, tt.want)
+			}
+			if !tt.wantErr && got.DomainType != tt.raw {
+				t.Errorf("Detect().DomainType = %q, want %q", got.DomainType, tt.raw)
+			}
+		})
+	}
+}
+
+// FuzzDetect checks that no input panics and that the result is always one of the
+// four reported types, Unknown whenever parsing failed.
+func FuzzDetect(f *testing.F) {
+	for _, s := range []string{
+		`<domain type="kvm"/>`,
+		`<domain type='qemu'><name>ns_vm</name><devices><emulator>/usr/bin/qemu-system-x86_64</emulator></devices></domain>`,
+		`<domstatus><domain type='hyperv'/></domstatus>`,
+		`<domain type="">`,
+		`<?xml version="1.0"?><domain xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0" type="kvm"/>`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, doc string) {
+		got, err := Detect(doc)
+		switch got.Type {
+		case KVM, QEMUTCG, MSHV, Unknown:
+		default:
+			t.Fatalf("Detect(%q) = %q, not a reported type", doc, got.Type)
+		}
+		if err != nil && got.Type != Unknown {
+			t.Fatalf("Detect(%q) failed (%v) but reported %q", doc, err, got.Type)
+		}
+		if got.Type != FromDomainType(got.DomainType) {
+			t.Fatalf("Detect(%q) = %q for domain type %q", doc, got.Type, got.DomainType)
+		}
+	})
+}

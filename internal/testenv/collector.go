@@ -1,0 +1,188 @@
+package testenv
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// CollectorBinEnv names the environment variable that points tests at the built
+// collector; `make test` sets it to bin/otelcol-kubevirt.
+const CollectorBinEnv = "OTELCOL_KUBEVIRT_BIN"
+
+// ShippedConfig is the collector configuration the distribution ships, relative to the
+// repository root.
+const ShippedConfig = "cmd/otelcol-kubevirt/config.yaml"
+
+// Collector is a running otelcol-kubevirt process serving Prometheus metrics.
+type Collector struct {
+	// MetricsURL is the Prometheus exporter's /metrics address.
+	MetricsURL string
+	// LogPath holds the collector's output.
+	LogPath string
+
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// CollectorOptions says how to start a collector.
+type CollectorOptions struct {
+	// Bin is the collector binary.
+	Bin string
+	// Config is the configuration file; "" means the shipped one.
+	Config string
+	// Env is added to the collector's environment, e.g. K8S_NODE_NAME.
+	Env []string
+	// Dir receives the log file.
+	Dir string
+	// Endpoint is where the Prometheus exporter listens; "" picks a free loopback port.
+	Endpoint string
+}
+
+// StartCollector starts the collector with PROMETHEUS_ENDPOINT on a free loopback port
+// and returns once that endpoint answers.
+func StartCollector(ctx context.Context, opts CollectorOptions) (*Collector, error) {
+	if opts.Config == "" {
+		path, err := findRepoPath(ShippedConfig)
+		if err != nil {
+			return nil, err
+		}
+		opts.Config = path
+	}
+	endpoint := opts.Endpoint
+	if endpoint == "" {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		endpoint = net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
+	}
+	logPath := filepath.Join(opts.Dir, "collector.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(opts.Bin, "--config", opts.Config)
+	cmd.Env = append(append(os.Environ(), opts.Env...), "PROMETHEUS_ENDPOINT="+endpoint)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Dies with its parent, so that a crashed test leaves no collector behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("starting %s: %w", opts.Bin, err)
+	}
+	c := &Collector{MetricsURL: "http://" + endpoint + "/metrics", LogPath: logPath, cmd: cmd, done: make(chan error, 1)}
+	go func() { c.done <- cmd.Wait(); logFile.Close() }()
+
+	err = Poll(ctx, 50*time.Millisecond, func() (bool, error) {
+		select {
+		case err := <-c.done:
+			c.done <- err
+			return false, fmt.Errorf("collector exited: %v\n%s", err, tailFile(logPath, 20))
+		default:
+		}
+		_, err := c.Scrape(ctx)
+		return err == nil, nil
+	})
+	if err != nil {
+		_ = c.Stop()
+		return nil, fmt.Errorf("collector did not serve %s: %w\n%s", c.MetricsURL, err, tailFile(logPath, 20))
+	}
+	return c, nil
+}
+
+// Scrape returns the Prometheus exposition the collector serves.
+func (c *Collector) Scrape(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.MetricsURL, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s", c.MetricsURL, resp.Status)
+	}
+	return string(body), nil
+}
+
+// Lines returns the scraped sample lines whose metric name is name, without comments.
+func (c *Collector) Lines(ctx context.Context, name string) ([]string, error) {
+	body, err := c.Scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+			out = append(out, line)
+		}
+	}
+	return out, sc.Err()
+}
+
+// Stop ends the collector with SIGTERM, then SIGKILL if it does not exit in time.
+func (c *Collector) Stop() error {
+	if c.cmd.ProcessState != nil {
+		return nil
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-c.done:
+		c.done <- err
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) {
+			return err
+		}
+		return nil
+	case <-time.After(10 * time.Second):
+		_ = c.cmd.Process.Kill()
+		return errors.New("collector did not stop on SIGTERM within 10s; killed")
+	}
+}
+
+// FreePort returns a TCP port on loopback that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Poll calls cond every interval until it reports true, returns an error, or ctx ends.
+// Tests use it instead of sleeping.
+func Poll(ctx context.Context, interval time.Duration, cond func() (bool, error)) error {
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		ok, err := cond()
+		if err != nil || ok {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ticker.C:
+		}
+	}
+}

@@ -1,0 +1,92 @@
+// Package vmi watches the KubeVirt VirtualMachineInstances of one node and decides which
+// of them should be reported.
+package vmi
+
+import (
+	"fmt"
+	"maps"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// Resource is the KubeVirt VMI resource the receiver watches.
+var Resource = schema.GroupVersionResource{Group: "kubevirt.io", Version: "v1", Resource: "virtualmachineinstances"}
+
+// NodeLabel is the label KubeVirt keeps set to the node a VMI runs on. CRDs offer no
+// field selector on status.nodeName, so watchers select on this label instead.
+const NodeLabel = "kubevirt.io/nodeName"
+
+// PhaseRunning is the VMI phase in which a domain exists and is reported.
+const PhaseRunning = "Running"
+
+// VMI is the slim view of a VirtualMachineInstance the receiver keeps in its informer
+// cache: only the fields detection needs, so that thousands of VMIs cost little memory.
+type VMI struct {
+	// ObjectMeta holds only namespace, name, UID and resourceVersion: the informer's
+	// cache needs them as object metadata to key and version the VMI.
+	metav1.ObjectMeta
+	// Phase is status.phase.
+	Phase string
+	// NodeName is status.nodeName, the node whose launcher pod runs the domain.
+	NodeName string
+	// ActivePods is status.activePods: launcher pod UID -> node.
+	ActivePods map[string]string
+	// RuntimeUser is status.runtimeUser, the uid of the launcher's libvirt (107 by
+	// default, 0 for root launchers).
+	RuntimeUser int64
+}
+
+// Key is the VMI's work-queue and cache key, namespace/name.
+func (v *VMI) Key() string {
+	return v.Namespace + "/" + v.Name
+}
+
+// GetObjectKind lets the VMI live in a client-go cache; the slim view has no kind.
+func (v *VMI) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+
+// DeepCopyObject lets the VMI live in a client-go cache.
+func (v *VMI) DeepCopyObject() runtime.Object {
+	c := *v
+	v.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
+	c.ActivePods = maps.Clone(v.ActivePods)
+	return &c
+}
+
+// Reportable says whether the VMI should have a series on node, and if not, why.
+func (v *VMI) Reportable(node string) (bool, string) {
+	switch {
+	case v.Namespace == "" || v.Name == "":
+		return false, "no namespace or name"
+	case v.Phase != PhaseRunning:
+		return false, fmt.Sprintf("phase is %q, not Running", v.Phase)
+	case v.NodeName == "":
+		return false, "no status.nodeName"
+	case v.NodeName != node:
+		return false, fmt.Sprintf("runs on node %q", v.NodeName)
+	}
+	return true, ""
+}
+
+// FromUnstructured reads the slim view out of a VMI as the dynamic client decodes it.
+// Fields of the wrong type are treated as absent rather than failing the whole object,
+// so one malformed VMI cannot stop the watch.
+func FromUnstructured(u *unstructured.Unstructured) *VMI {
+	obj := u.Object
+	v := &VMI{ObjectMeta: metav1.ObjectMeta{
+		Namespace:       u.GetNamespace(),
+		Name:            u.GetName(),
+		UID:             u.GetUID(),
+		ResourceVersion: u.GetResourceVersion(),
+	}}
+	v.Phase, _, _ = unstructured.NestedString(obj, "status", "phase")
+	v.NodeName, _, _ = unstructured.NestedString(obj, "status", "nodeName")
+	if pods, ok, _ := unstructured.NestedStringMap(obj, "status", "activePods"); ok && len(pods) > 0 {
+		v.ActivePods = pods
+	}
+	v.RuntimeUser, _, _ = unstructured.NestedInt64(obj, "status", "runtimeUser")
+	return v
+}
