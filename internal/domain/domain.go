@@ -1,10 +1,12 @@
-// Package domain reaches the libvirt domain behind a VMI and returns its live XML.
+// Package domain reaches the libvirt domain behind a VMI: its live XML, and the
+// lifecycle events that say it is worth reading again.
 package domain
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,20 +21,42 @@ func Name(namespace, name string) string {
 	return namespace + "_" + name
 }
 
-// Client reads domains from one libvirt URI over a single reused connection. It is safe
-// for concurrent use; libvirt connections are thread-safe.
-type Client struct {
-	uri     string
-	timeout time.Duration
+// SplitName turns a domain name back into the VMI's namespace and name. Namespaces
+// cannot contain '_', so the first one separates them.
+func SplitName(domain string) (namespace, name string, ok bool) {
+	return strings.Cut(domain, "_")
+}
 
-	mu   sync.Mutex
-	conn *libvirt.Connect
+// Handlers are told about a Client's connection and its domains. Both run on
+// libvirt's event loop or the reconnect loop and must not block.
+type Handlers struct {
+	// DomainStarted receives the name of a domain that started, resumed, was restored
+	// or migrated in: a moment when its hypervisor may be new.
+	DomainStarted func(domain string)
+	// Connected is called after the client (re)connected to libvirt, so that what
+	// could not be read while it was away can be read again.
+	Connected func()
+}
+
+// Client reads domains from one libvirt URI over a single reused connection, which it
+// keeps alive with libvirt's keepalive and re-establishes after a loss. It is safe for
+// concurrent use.
+type Client struct {
+	uri      string
+	timeout  time.Duration
+	handlers Handlers
+
+	mu      sync.Mutex
+	conn    *libvirt.Connect
+	eventID int           // lifecycle callback on conn; -1 if none
+	lost    chan struct{} // signalled when conn is found dead
 }
 
 // NewClient returns a Client for uri whose libvirt calls each give up after timeout. It
 // connects lazily, so a libvirt that is not up yet is not an error here.
-func NewClient(uri string, timeout time.Duration) *Client {
-	return &Client{uri: uri, timeout: timeout}
+func NewClient(uri string, timeout time.Duration, h Handlers) *Client {
+	startEventLoop()
+	return &Client{uri: uri, timeout: timeout, handlers: h, eventID: -1, lost: make(chan struct{}, 1)}
 }
 
 // URI is the libvirt URI this client talks to.
@@ -48,9 +72,10 @@ func (c *Client) DomainXML(ctx context.Context, name string) (string, error) {
 			return err
 		}
 		xml, err = lookupXML(conn, name)
-		if err != nil && !errors.Is(err, ErrNotFound) && !isAlive(conn) {
-			// The daemon went away: forget the connection so the next call dials anew.
-			c.drop(conn)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			if alive, aerr := conn.IsAlive(); aerr != nil || !alive {
+				c.drop(conn)
+			}
 		}
 		return err
 	})
@@ -82,10 +107,47 @@ func lookupXML(conn *libvirt.Connect, name string) (string, error) {
 	return xml, nil
 }
 
-func isAlive(conn *libvirt.Connect) bool {
-	alive, err := conn.IsAlive()
-	return err == nil && alive
+// Run keeps the connection up until ctx ends: it connects, and after every loss
+// reconnects with backoff (capped at maxReconnectDelay), telling Handlers.Connected
+// each time. Lookups work without Run, but only Run notices a restarted libvirt by
+// itself.
+func (c *Client) Run(ctx context.Context) {
+	delay := minReconnectDelay
+	for {
+		if _, err := c.connection(); err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			delay = min(2*delay, maxReconnectDelay)
+			continue
+		}
+		delay = minReconnectDelay
+		if c.handlers.Connected != nil {
+			c.handlers.Connected()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.lost:
+		}
+	}
 }
+
+// Reconnection backs off between these bounds: short enough that a restarted libvirt
+// is noticed within seconds, long enough not to spin on a dead socket.
+const (
+	minReconnectDelay = 100 * time.Millisecond
+	maxReconnectDelay = 2 * time.Second
+)
+
+// Keepalive: a libvirt that stops answering for keepaliveInterval*keepaliveCount
+// seconds is treated as gone.
+const (
+	keepaliveInterval = 5
+	keepaliveCount    = 3
+)
 
 func (c *Client) connection() (*libvirt.Connect, error) {
 	c.mu.Lock()
@@ -97,17 +159,54 @@ func (c *Client) connection() (*libvirt.Connect, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to libvirt at %s: %w", c.uri, err)
 	}
+	// Drivers without a remote connection (the test driver) support neither; the
+	// connection is still usable.
+	_ = conn.SetKeepAlive(keepaliveInterval, keepaliveCount)
+	// Off the event loop: drop takes c.mu, which a caller may hold while libvirt waits
+	// for the event loop. It compares our conn: the callback's argument is a new wrapper.
+	_ = conn.RegisterCloseCallback(func(*libvirt.Connect, libvirt.ConnectCloseReason) { go c.drop(conn) })
+	if c.handlers.DomainStarted != nil {
+		if id, err := conn.DomainEventLifecycleRegister(nil, c.lifecycle); err == nil {
+			c.eventID = id
+		}
+	}
 	c.conn = conn
 	return conn, nil
 }
 
+func (c *Client) lifecycle(_ *libvirt.Connect, d *libvirt.Domain, ev *libvirt.DomainEventLifecycle) {
+	if ev.Event != libvirt.DOMAIN_EVENT_STARTED && ev.Event != libvirt.DOMAIN_EVENT_RESUMED {
+		return
+	}
+	if name, err := d.GetName(); err == nil {
+		c.handlers.DomainStarted(name)
+	}
+}
+
+// drop forgets conn if it is still the current connection, so that the next call dials
+// anew, and wakes Run to reconnect.
 func (c *Client) drop(conn *libvirt.Connect) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.conn == conn {
-		c.conn = nil
-		conn.Close()
+	if c.conn == nil || c.conn != conn {
+		c.mu.Unlock()
+		return
 	}
+	c.closeLocked()
+	c.mu.Unlock()
+	select {
+	case c.lost <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Client) closeLocked() {
+	if c.eventID >= 0 {
+		_ = c.conn.DomainEventDeregister(c.eventID)
+		c.eventID = -1
+	}
+	_ = c.conn.UnregisterCloseCallback()
+	_, _ = c.conn.Close()
+	c.conn = nil
 }
 
 // withTimeout runs call, returning early if it takes longer than the client's timeout or
@@ -126,15 +225,11 @@ func (c *Client) withTimeout(ctx context.Context, call func() error) error {
 	}
 }
 
-// Close closes the connection, if any. The Client can still be used afterwards; it
-// reconnects on the next call.
-func (c *Client) Close() error {
+// Close closes the connection, if any.
+func (c *Client) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.conn == nil {
-		return nil
+	if c.conn != nil {
+		c.closeLocked()
 	}
-	_, err := c.conn.Close()
-	c.conn = nil
-	return err
 }

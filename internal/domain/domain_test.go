@@ -34,8 +34,8 @@ func testDriverURI(t *testing.T) string {
 }
 
 func TestClientDetectsEachDomainTypeThroughLibvirt(t *testing.T) {
-	c := NewClient(testDriverURI(t), 5*time.Second)
-	t.Cleanup(func() { _ = c.Close() })
+	c := NewClient(testDriverURI(t), 5*time.Second, Handlers{})
+	t.Cleanup(c.Close)
 
 	for name, want := range map[string]hypervisor.Type{
 		"default_kvm-vm":  hypervisor.KVM,
@@ -58,8 +58,8 @@ func TestClientDetectsEachDomainTypeThroughLibvirt(t *testing.T) {
 }
 
 func TestClientReportsMissingAndStoppedDomainsAsNotFound(t *testing.T) {
-	c := NewClient(testDriverURI(t), 5*time.Second)
-	t.Cleanup(func() { _ = c.Close() })
+	c := NewClient(testDriverURI(t), 5*time.Second, Handlers{})
+	t.Cleanup(c.Close)
 
 	for _, name := range []string{"default_no-such-vm", "default_stopped-vm"} {
 		_, err := c.DomainXML(context.Background(), name)
@@ -71,8 +71,8 @@ func TestClientReportsMissingAndStoppedDomainsAsNotFound(t *testing.T) {
 
 func TestClientReportsUnreachableLibvirt(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "no-daemon-sock")
-	c := NewClient("qemu+unix:///session?socket="+sock, 5*time.Second)
-	t.Cleanup(func() { _ = c.Close() })
+	c := NewClient("qemu+unix:///session?socket="+sock, 5*time.Second, Handlers{})
+	t.Cleanup(c.Close)
 
 	_, err := c.DomainXML(context.Background(), "default_my-vm")
 	if err == nil || errors.Is(err, ErrNotFound) {
@@ -83,5 +83,15 @@ func TestClientReportsUnreachableLibvirt(t *testing.T) {
 func TestName(t *testing.T) {
 	if got := Name("default", "my-vm"); got != "default_my-vm" {
 		t.Errorf("Name() = %q", got)
+	}
+}
+
+func TestSplitName(t *testing.T) {
+	ns, name, ok := SplitName("default_my_vm")
+	if !ok || ns != "default" || name != "my_vm" {
+		t.Errorf("SplitName = %q, %q, %v", ns, name, ok)
+	}
+	if _, _, ok := SplitName("nounderscore"); ok {
+		t.Error("SplitName accepted a name without '_'")
 	}
 }

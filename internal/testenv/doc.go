@@ -9,9 +9,10 @@
 //
 // # How libvirtd runs
 //
-// virt-launcher runs libvirt unprivileged in session mode with
-// XDG_RUNTIME_DIR pointing into a pod volume. This package does the same with
-// Debian 12's monolithic libvirtd:
+// A non-root virt-launcher runs libvirt unprivileged in session mode with
+// XDG_RUNTIME_DIR=/var/run and the pod's "libvirt-runtime" emptyDir mounted
+// at /var/run/libvirt. This package does the same with Debian 12's
+// monolithic libvirtd:
 //
 //   - libvirtd runs as an unprivileged user ([DefaultUser], "nobody", unless
 //     [LibvirtdOptions.User] says otherwise), which puts it in session mode.
@@ -20,48 +21,60 @@
 //     short because libvirt puts each guest's QEMU monitor socket under
 //     $XDG_CONFIG_HOME/libvirt/qemu/lib/domain-<id>-<name>/monitor.sock and
 //     unix socket paths are limited to 107 bytes.
-//   - XDG_RUNTIME_DIR ([LibvirtdOptions.RuntimeDir]) is the caller's choice,
-//     e.g. a kubelet-style emptyDir. The daemon's libvirtd.conf (passed with
-//     --config) sets unix_sock_dir ([LibvirtdOptions.SocketDir], default
-//     <RuntimeDir>/libvirt, which is also libvirt's own session default).
+//   - XDG_RUNTIME_DIR is [LibvirtdOptions.RuntimeDir]; libvirt keeps its
+//     runtime state in <RuntimeDir>/libvirt, which
+//     [LibvirtdOptions.LibvirtRuntimeDir] can redirect (by a symlink) into a
+//     kubelet-style emptyDir of any path length.
+//   - The daemon's libvirtd.conf (passed with --config) sets unix_sock_dir
+//     ([LibvirtdOptions.SocketDir], default <RuntimeDir>/libvirt, which is
+//     also libvirt's own session default).
 //
 // Clients (root, or the daemon's user) connect with
 //
 //	qemu+unix:///session?socket=<SocketDir>/libvirt-sock
 //
+// e.g. qemu+unix:///session?socket=/tmp/lv123456789/run/libvirt/libvirt-sock.
+//
 // # Where things land
 //
-// With RuntimeDir R and Dir D (measured with libvirt 9.0.0, QEMU 7.2):
+// With L = <RuntimeDir>/libvirt (or LibvirtRuntimeDir) and D = Dir, measured
+// with libvirt 9.0.0 and QEMU 7.2:
 //
-//	R/libvirt/libvirt-sock              API socket (with the default SocketDir)
-//	R/libvirt/libvirt-admin-sock        admin socket
-//	R/libvirt/libvirtd.pid              daemon pid file
-//	R/libvirt/virtlogd-sock, virtlogd.pid  virtlogd, spawned by libvirtd
-//	R/libvirt/qemu/run/<name>.xml       live status file: <domstatus state=... pid=...><domain type=...>
-//	R/libvirt/qemu/run/<name>.pid       QEMU pid
-//	D/cfg/libvirt/qemu/<name>.xml       persistent definition
+//	L/libvirt-sock, libvirt-admin-sock   API and admin sockets (default SocketDir)
+//	L/libvirtd.pid                       daemon pid file
+//	L/virtlogd-sock, virtlogd.pid        virtlogd, spawned by libvirtd
+//	L/qemu/run/<name>.xml                live status: <domstatus state='running' pid=...><domain type='kvm' id=...>
+//	L/qemu/run/<name>.pid                QEMU pid
+//	D/cfg/libvirt/qemu/<name>.xml        persistent definition
 //	D/cfg/libvirt/qemu/lib/domain-<id>-<name>/monitor.sock  QMP monitor
-//	D/cache/libvirt/qemu/log/<name>.log QEMU stdout/stderr (via virtlogd)
+//	D/cache/libvirt/qemu/log/<name>.log  QEMU stdout/stderr (via virtlogd)
 //	D/cache/libvirt/qemu/cache/capabilities/*.xml  QEMU capability cache
-//	D/libvirtd.log                      libvirtd's stderr (warnings and errors)
+//	D/libvirtd.log                       libvirtd's stderr (warnings and errors)
+//
+// On a KubeVirt node the status file is therefore
+// <kubelet>/pods/<pod-uid>/volumes/kubernetes.io~empty-dir/libvirt-runtime/qemu/run/<namespace>_<name>.xml.
 //
 // # Processes and lifetime
 //
 // QEMU and virtlogd daemonize (new session, re-parented to PID 1), so neither
 // process groups nor Pdeathsig reach them. Guests therefore survive a
-// libvirtd restart or crash, and libvirtd re-attaches to them from the status
-// files when it comes back (both after SIGTERM and SIGKILL). [Libvirtd.Stop]
-// finds them by their environment (every process libvirtd spawns inherits
-// HOME=<Dir>/home) and kills them. In case the owning process dies without
-// calling Stop, a small watchdog shell process does the same as soon as the
-// owner's end of a pipe closes.
+// libvirtd restart or crash, and the next libvirtd re-attaches to them from
+// the status files, after SIGTERM and after SIGKILL alike; status files stay
+// in place while no daemon runs. [Libvirtd.StartDaemon] returns only after
+// the re-attach finished. [Libvirtd.Stop] finds the daemon's descendants by
+// their environment (each inherits HOME=<Dir>/home) and kills them. Should
+// the owning process die without calling Stop, libvirtd gets SIGKILL via
+// Pdeathsig and a small watchdog shell process kills the rest as soon as
+// the owner's end of a pipe closes.
 //
 // # Timing
 //
-// Starting a fresh daemon makes libvirt probe every qemu-system-* binary it
-// finds (about 4 s each here, x86_64 and i386). [LibvirtdOptions.CapsCacheDir]
-// seeds and persists that cache across daemons (libvirt itself invalidates
-// stale entries), after which the daemon answers in about 0.1 s. A TCG or KVM
-// guest without disks starts in well under a second and then idles in
-// SeaBIOS, which is all the tests need.
+// A fresh daemon probes every qemu-system-* binary it finds (about 4 s each
+// here: x86_64 and i386). [LibvirtdOptions.CapsCacheDir] seeds and persists
+// that cache across daemons, after which a daemon answers in 0.1-0.3 s.
+// libvirt discards the cache when the host CPUID it reads differs from the
+// cached one, and CPUID differs between CPUs, so libvirtd is started pinned
+// to one CPU (libvirt widens each QEMU's affinity to all CPUs again). A TCG
+// or KVM guest without disks starts in 0.2-0.6 s and then idles in SeaBIOS,
+// which is all the tests need.
 package testenv

@@ -392,12 +392,14 @@ func (d *Libvirtd) seedCapsCache(uid, gid int) error {
 		return nil // nothing cached yet
 	}
 	dst := d.privateCapsDir()
-	// Create each level owned by the daemon user, as libvirt would.
-	for p := dst; p != d.cacheDir; p = filepath.Dir(p) {
-		defer func(p string) { _ = os.Chown(p, uid, gid) }(p)
-	}
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return err
+	}
+	// MkdirAll created the levels below cache/ as root; libvirt writes there.
+	for p := dst; p != d.cacheDir; p = filepath.Dir(p) {
+		if err := os.Chown(p, uid, gid); err != nil {
+			return err
+		}
 	}
 	for _, src := range entries {
 		data, err := os.ReadFile(src)
@@ -467,8 +469,8 @@ func (d *Libvirtd) logNote(format string, args ...any) {
 }
 
 // reaperScript runs detached from the owner. It blocks until the owner's end
-// of its stdin pipe closes (on Stop, or when the owner dies in any way, even
-// SIGKILL), then kills every process whose environment contains HOME=$1 (the
+// of its stdin pipe closes, which happens when the owner dies in any way, even
+// by SIGKILL (Stop cleans up by itself and kills the reaper), then kills every process whose environment contains HOME=$1 (the
 // daemon, virtlogd and all QEMUs carry it) and removes $2 if set. The reaper
 // itself runs without HOME so it never matches. The second and third passes
 // catch anything libvirtd spawned while dying.
@@ -510,8 +512,10 @@ func (d *Libvirtd) startReaper() error {
 }
 
 // StartDaemon starts libvirtd with the existing directories and waits until it
-// answers, or ctx ends. Use it after [Libvirtd.KillDaemon]; guests that kept
-// running are re-attached by libvirtd.
+// answers and has re-attached to the guests that kept running, or ctx ends.
+// Use it after [Libvirtd.KillDaemon]. If the daemon does not come up it is
+// killed again; if it comes up but lost guests, it keeps running and the
+// error names them.
 func (d *Libvirtd) StartDaemon(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -580,7 +584,7 @@ func (d *Libvirtd) StartDaemon(ctx context.Context) error {
 		return err
 	}
 	d.saveCapsCache()
-	return nil
+	return d.waitGuestsAttached(ctx)
 }
 
 // pinToFirstCPU restricts the calling thread, and so every process it forks,
@@ -631,27 +635,76 @@ func (d *Libvirtd) waitReady(ctx context.Context, p *daemonProc) error {
 		case <-time.After(readyPollInterval):
 		}
 	}
-	res := make(chan error, 1)
-	go func() {
+	err := callUntil(ctx, p.done, func() error {
 		conn, err := libvirt.NewConnect(d.URI())
-		if err == nil {
-			_, err = conn.GetVersion()
-			conn.Close()
-		}
-		res <- err
-	}()
-	select {
-	case err := <-res:
 		if err != nil {
-			return d.errorf("libvirtd not answering on %s: %v", d.URI(), err)
+			return err
+		}
+		defer conn.Close()
+		_, err = conn.GetVersion() // needs the QEMU driver, i.e. waits for probing
+		return err
+	})
+	if err != nil {
+		if p.exited() {
+			err = fmt.Errorf("%w (%v)", err, p.err)
+		}
+		return d.errorf("libvirtd not answering on %s: %v", d.URI(), err)
+	}
+	return nil
+}
+
+// waitGuestsAttached returns once libvirtd has re-attached to every guest
+// that outlived the previous daemon. libvirtd answers API calls before its
+// per-guest reconnect threads are done, and a guest destroyed during that
+// window races with them (Destroy then fails with "domain is not running").
+// Reconnecting holds the domain's job, so any call that takes the job (here
+// MemoryStats) waits for it to finish.
+func (d *Libvirtd) waitGuestsAttached(ctx context.Context) error {
+	err := callUntil(ctx, nil, func() error {
+		conn, err := libvirt.NewConnect(d.URI())
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		doms, err := conn.ListAllDomains(libvirt.CONNECT_LIST_DOMAINS_ACTIVE)
+		if err != nil {
+			return fmt.Errorf("listing guests: %w", err)
+		}
+		var lost []string
+		for _, dom := range doms {
+			if _, err := dom.MemoryStats(uint32(libvirt.DOMAIN_MEMORY_STAT_NR), 0); err != nil {
+				if active, aerr := dom.IsActive(); aerr == nil && !active {
+					name, _ := dom.GetName()
+					lost = append(lost, name)
+				}
+			}
+			dom.Free()
+		}
+		if len(lost) > 0 {
+			return fmt.Errorf("libvirtd lost guests %v while re-attaching to them", lost)
 		}
 		return nil
-	case <-p.done:
-		return d.errorf("libvirtd exited while starting (%v)", p.err)
+	})
+	if err != nil {
+		return d.errorf("waiting for libvirtd to re-attach guests: %v", err)
+	}
+	return nil
+}
+
+// callUntil runs fn, which may block in libvirt calls that cannot be
+// interrupted, and returns its error, or gives up when ctx ends or done
+// closes. fn then finishes on its own in the background (it fails quickly
+// once the daemon is gone).
+func callUntil(ctx context.Context, done <-chan struct{}, fn func() error) error {
+	res := make(chan error, 1)
+	go func() { res <- fn() }()
+	select {
+	case err := <-res:
+		return err
+	case <-done:
+		return errors.New("libvirtd exited")
 	case <-ctx.Done():
-		// The libvirt call cannot be interrupted; it fails once the daemon
-		// is killed by our caller.
-		return d.errorf("waiting for libvirtd to answer on %s: %v", d.URI(), ctx.Err())
+		return ctx.Err()
 	}
 }
 
@@ -703,8 +756,10 @@ func (d *Libvirtd) Restart(ctx context.Context) error {
 }
 
 // Stop kills libvirtd, every QEMU guest and virtlogd it started, and removes
-// Dir if StartLibvirtd created it. A caller-supplied RuntimeDir or
-// LibvirtRuntimeDir is kept so it can be inspected. Stop is idempotent.
+// Dir if StartLibvirtd created it. When the status files outlive Stop (a
+// caller-supplied Dir, RuntimeDir or LibvirtRuntimeDir, which are never
+// removed) and the daemon runs, libvirtd first sees its guests die so that it
+// removes their status files. Stop is idempotent.
 func (d *Libvirtd) Stop() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -713,7 +768,12 @@ func (d *Libvirtd) Stop() error {
 	}
 	d.stopped = true
 	var errs []error
-	// SIGTERM first so libvirtd can close its sockets; guests are killed below.
+	// Status files only matter if the directory holding them survives Stop.
+	removed := d.ownDir && strings.HasPrefix(d.libvirtRun, d.dir+string(filepath.Separator))
+	if !removed && d.daemon != nil && !d.daemon.exited() {
+		d.destroyAllGuests()
+	}
+	// SIGTERM so libvirtd removes its sockets; anything left is killed below.
 	if err := d.killDaemonLocked(syscall.SIGTERM); err != nil {
 		errs = append(errs, err)
 	}
@@ -734,6 +794,43 @@ func (d *Libvirtd) Stop() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// destroyAllGuests kills every running guest's QEMU and waits until libvirtd
+// has noticed, which makes it remove their status files. It is best effort
+// and bounded in time: whatever survives is killed by Stop anyway.
+//
+// libvirtd only lets go of a guest once its QEMU has been reaped. QEMU is a
+// child of PID 1, and a PID 1 that reaps lazily (as on some CI VMs) makes
+// this, like virDomainDestroy, take a second or two.
+func (d *Libvirtd) destroyAllGuests() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = callUntil(ctx, d.daemon.done, func() error {
+		conn, err := libvirt.NewConnect(d.URI())
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		for {
+			doms, err := conn.ListAllDomains(libvirt.CONNECT_LIST_DOMAINS_ACTIVE)
+			if err != nil || len(doms) == 0 {
+				return err
+			}
+			for _, dom := range doms {
+				if name, err := dom.GetName(); err == nil {
+					if pid, err := d.GuestPID(name); err == nil {
+						_ = syscall.Kill(pid, syscall.SIGKILL)
+					}
+				}
+				dom.Free()
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			time.Sleep(readyPollInterval)
+		}
+	})
 }
 
 // killByEnv SIGKILLs all processes whose environment contains entry and waits
@@ -956,7 +1053,11 @@ func (d *Libvirtd) DestroyGuest(name string) error {
 	defer dom.Free()
 	if active, err := dom.IsActive(); err == nil && active {
 		if err := dom.Destroy(); err != nil {
-			return d.errorf("destroying domain %s: %v", name, err)
+			// libvirt reports "not running" when the guest went away by
+			// other means meanwhile; gone is what was asked for.
+			if active, aerr := dom.IsActive(); aerr != nil || active {
+				return d.errorf("destroying domain %s: %v", name, err)
+			}
 		}
 	}
 	if err := dom.Undefine(); err != nil {

@@ -19,9 +19,9 @@ import (
 	"libvirt.org/go/libvirtxml"
 )
 
-// startLibvirtdForTest skips when libvirtd is not installed (the only reason
-// to skip) and otherwise fails on any error. Unlike MustStartLibvirtd it
-// leaves stopping to the test, which checks what Stop leaves behind.
+// startLibvirtdForTest is MustStartLibvirtd plus a log of the startup time:
+// it skips when libvirtd is not installed (the only reason to skip), fails
+// on any other error and stops the daemon when the test ends.
 func startLibvirtdForTest(t *testing.T, opts LibvirtdOptions) *Libvirtd {
 	t.Helper()
 	if _, err := LookupLibvirtd(); err != nil {
@@ -103,7 +103,8 @@ func TestLibvirtdGuests(t *testing.T) {
 	if d.PID() != 0 {
 		t.Errorf("PID() = %d after KillDaemon, want 0", d.PID())
 	}
-	if _, err := libvirt.NewConnect(d.URI()); err == nil {
+	if conn, err := libvirt.NewConnect(d.URI()); err == nil {
+		conn.Close()
 		t.Errorf("connecting to a killed daemon succeeded")
 	}
 	for name := range guests {
@@ -119,9 +120,11 @@ func TestLibvirtdGuests(t *testing.T) {
 	checkReattached(t, d, guests, pids)
 
 	// DestroyGuest removes the guest and libvirt its status file.
+	start = time.Now()
 	if err := d.DestroyGuest("default_vm-qemu"); err != nil {
 		t.Fatalf("DestroyGuest: %v", err)
 	}
+	t.Logf("DestroyGuest took %v", time.Since(start).Round(time.Millisecond))
 	if _, err := os.Stat(d.StatusFile("default_vm-qemu")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("status file after DestroyGuest: err = %v, want not exist", err)
 	}
@@ -165,15 +168,16 @@ func TestLibvirtdGuests(t *testing.T) {
 // libvirt runtime directory is a kubelet-style emptyDir whose path is far too
 // long for unix sockets.
 func TestLibvirtdKubeletLayout(t *testing.T) {
+	// t.TempDir() is <TMPDIR>/<TestName><random>/<NNN>, and the middle one is
+	// 0700; the daemon user needs to get through both. Touch nothing above.
 	root := t.TempDir()
-	// t.TempDir's parents are 0700; the daemon user needs to get through.
-	for p := root; p != filepath.Dir(os.TempDir()); p = filepath.Dir(p) {
+	for _, p := range []string{filepath.Dir(root), root} {
 		if err := os.Chmod(p, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	volume := filepath.Join(root, "pods", "6f1c2a4e-8d3b-4c9a-b7e5-0a1b2c3d4e5f", "volumes", "kubernetes.io~empty-dir", "libvirt-runtime")
-	d := startLibvirtdForTest(t, LibvirtdOptions{LibvirtRuntimeDir: volume})
+	d := MustStartLibvirtd(t, LibvirtdOptions{LibvirtRuntimeDir: volume})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -195,6 +199,10 @@ func TestLibvirtdKubeletLayout(t *testing.T) {
 	}
 	if _, err := os.Stat(volume); err != nil {
 		t.Errorf("Stop removed the caller's LibvirtRuntimeDir: %v", err)
+	}
+	// Stop destroys guests through libvirt, which removes their status files.
+	if _, err := os.Stat(want); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("status file after Stop: err = %v, want not exist", err)
 	}
 }
 

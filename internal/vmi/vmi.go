@@ -5,6 +5,7 @@ package vmi
 import (
 	"fmt"
 	"maps"
+	"slices"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -38,6 +39,9 @@ type VMI struct {
 	// RuntimeUser is status.runtimeUser, the uid of the launcher's libvirt (107 by
 	// default, 0 for root launchers).
 	RuntimeUser int64
+	// Paused is true while the VMI's Paused condition is True. Pausing keeps the
+	// phase Running; resuming is a reason to look at the domain again.
+	Paused bool
 }
 
 // Key is the VMI's work-queue and cache key, namespace/name.
@@ -88,5 +92,38 @@ func FromUnstructured(u *unstructured.Unstructured) *VMI {
 		v.ActivePods = pods
 	}
 	v.RuntimeUser, _, _ = unstructured.NestedInt64(obj, "status", "runtimeUser")
+	v.Paused = conditionTrue(obj, "Paused")
 	return v
+}
+
+// conditionTrue says whether status.conditions has condType with status "True".
+func conditionTrue(obj map[string]any, condType string) bool {
+	conds, _, _ := unstructured.NestedSlice(obj, "status", "conditions")
+	for _, c := range conds {
+		m, ok := c.(map[string]any)
+		if ok && m["type"] == condType && m["status"] == "True" {
+			return true
+		}
+	}
+	return false
+}
+
+// SameState says whether o is v as far as detection is concerned. Updates that change
+// nothing here (guest agent data, interface lists, timestamps) need no new detection.
+func (v *VMI) SameState(o *VMI) bool {
+	return v.UID == o.UID && v.Phase == o.Phase && v.NodeName == o.NodeName &&
+		v.RuntimeUser == o.RuntimeUser && v.Paused == o.Paused && maps.Equal(v.ActivePods, o.ActivePods)
+}
+
+// LauncherPods returns the UIDs of the VMI's launcher pods on node, sorted. During a
+// migration a VMI has one on the source and one on the target node.
+func (v *VMI) LauncherPods(node string) []string {
+	var uids []string
+	for uid, n := range v.ActivePods {
+		if n == node {
+			uids = append(uids, uid)
+		}
+	}
+	slices.Sort(uids)
+	return uids
 }

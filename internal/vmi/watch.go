@@ -45,7 +45,14 @@ func NewWatcher(client dynamic.Interface, node string, logger *zap.Logger, onCha
 	}
 	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    notify,
-		UpdateFunc: func(_, obj any) { notify(obj) },
+		UpdateFunc: func(old, obj any) {
+			o, ok1 := old.(*VMI)
+			n, ok2 := obj.(*VMI)
+			if ok1 && ok2 && o.SameState(n) {
+				return
+			}
+			notify(obj)
+		},
 		DeleteFunc: notify,
 	}); err != nil {
 		return nil, fmt.Errorf("vmi informer: %w", err)

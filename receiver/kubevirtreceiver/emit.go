@@ -13,10 +13,32 @@ import (
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/metadata"
 )
 
+const infoMetric = "kubevirt.vmi.hypervisor.info"
+
+// emitter turns the series set and the detection statistics into batches.
+type emitter struct {
+	mb       *metadata.MetricsBuilder
+	resource pcommon.Resource
+	set      *series.Set
+	stats    *detectionStats
+}
+
+func (r *kubevirtReceiver) newEmitter() *emitter {
+	// Every batch describes this node: k8s.node.name on the resource, for OTLP backends.
+	rb := metadata.NewResourceBuilder(r.cfg.ResourceAttributes)
+	rb.SetK8sNodeName(r.cfg.NodeName)
+	return &emitter{
+		mb:       metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set),
+		resource: rb.Emit(),
+		set:      r.series,
+		stats:    r.stats,
+	}
+}
+
 // emitLoop emits the current series after every change to the set and every
 // collection_interval, until ctx ends.
 func (r *kubevirtReceiver) emitLoop(ctx context.Context) {
-	mb := metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set)
+	e := r.newEmitter()
 	ticker := time.NewTicker(r.cfg.CollectionInterval)
 	defer ticker.Stop()
 	for {
@@ -26,7 +48,7 @@ func (r *kubevirtReceiver) emitLoop(ctx context.Context) {
 		case <-r.series.Changed():
 		case <-ticker.C:
 		}
-		md := buildMetrics(mb, r.series, pcommon.NewTimestampFromTime(time.Now()))
+		md := e.build(pcommon.NewTimestampFromTime(time.Now()))
 		if md.DataPointCount() == 0 {
 			continue
 		}
@@ -36,31 +58,50 @@ func (r *kubevirtReceiver) emitLoop(ctx context.Context) {
 	}
 }
 
-// buildMetrics turns the set into one batch: a point of value 1 for every live series,
-// and a point flagged NoRecordedValue for every series removed since the last batch, so
-// that exporters drop it at once instead of letting it linger until it expires.
-func buildMetrics(mb *metadata.MetricsBuilder, set *series.Set, now pcommon.Timestamp) pmetric.Metrics {
-	live, removed := set.Take()
+// build makes one batch: a point of value 1 for every live series, a point flagged
+// NoRecordedValue for every series removed since the last batch (so that exporters drop
+// it at once instead of letting it linger until it expires), and the detection
+// statistics. Retractions share the live points' resource and scope, because the
+// Prometheus exporter identifies a series by those too.
+func (e *emitter) build(now pcommon.Timestamp) pmetric.Metrics {
+	live, removed := e.set.Take()
 	for _, s := range live {
-		record(mb, s, now)
+		record(e.mb, s, now)
 	}
 	// Retractions go through the builder too, so they carry the live points' metadata.
 	for _, s := range removed {
-		record(mb, s, now)
+		record(e.mb, s, now)
 	}
-	md := mb.Emit()
-	if len(removed) > 0 && md.ResourceMetrics().Len() > 0 { // none when the metric is disabled
-		splitRetractions(md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics(), len(live))
+	e.stats.recordFailures(e.mb, now)
+	md := e.mb.Emit(metadata.WithResource(e.resource))
+	metrics := e.scopeMetrics(md)
+	for i := range metrics.Len() {
+		if metrics.At(i).Name() == infoMetric {
+			splitRetractions(metrics, i, len(live))
+			break
+		}
 	}
+	e.stats.duration.AppendTo(metrics, durationMetric, durationDesc, now)
 	return md
 }
 
-// splitRetractions moves the points after the first nLive of the only metric in
-// metrics into metrics of their own, flagged NoRecordedValue. The Prometheus exporter
-// honours one such point per metric and skips the points after it, so one retraction
-// per metric is the only shape that removes every series.
-func splitRetractions(metrics pmetric.MetricSlice, nLive int) {
-	m := metrics.At(0)
+// scopeMetrics returns the batch's only metric slice, creating the resource and scope
+// when the builder had nothing to emit.
+func (e *emitter) scopeMetrics(md pmetric.Metrics) pmetric.MetricSlice {
+	if md.ResourceMetrics().Len() == 0 {
+		rm := md.ResourceMetrics().AppendEmpty()
+		e.resource.CopyTo(rm.Resource())
+		rm.ScopeMetrics().AppendEmpty().Scope().SetName(metadata.ScopeName)
+	}
+	return md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+}
+
+// splitRetractions moves the points after the first nLive of metrics[idx] into metrics
+// of their own, flagged NoRecordedValue. The Prometheus exporter honours one such point
+// per metric and skips the points after it, so one retraction per metric is the only
+// shape that removes every series.
+func splitRetractions(metrics pmetric.MetricSlice, idx, nLive int) {
+	m := metrics.At(idx)
 	points := m.Gauge().DataPoints()
 	for i := nLive; i < points.Len(); i++ {
 		r := metrics.AppendEmpty()
@@ -75,7 +116,7 @@ func splitRetractions(metrics pmetric.MetricSlice, nLive int) {
 	i := 0
 	points.RemoveIf(func(pmetric.NumberDataPoint) bool { i++; return i > nLive })
 	if nLive == 0 {
-		metrics.RemoveIf(func(x pmetric.Metric) bool { return x.Gauge().DataPoints().Len() == 0 })
+		metrics.RemoveIf(func(x pmetric.Metric) bool { return x.Name() == infoMetric && x.Gauge().DataPoints().Len() == 0 })
 	}
 }
 

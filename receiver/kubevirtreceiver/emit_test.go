@@ -33,7 +33,9 @@ func points(t *testing.T, md pmetric.Metrics) []point {
 			ms := sms.At(j).Metrics()
 			for k := range ms.Len() {
 				m := ms.At(k)
-				require.Equal(t, "kubevirt.vmi.hypervisor.info", m.Name())
+				if m.Name() != infoMetric {
+					continue
+				}
 				dps := m.Gauge().DataPoints()
 				for l := range dps.Len() {
 					dp := dps.At(l)
@@ -50,8 +52,8 @@ func points(t *testing.T, md pmetric.Metrics) []point {
 }
 
 func TestBuildMetricsEmitsLiveSeriesAndOneRetractionPerMetric(t *testing.T) {
-	mb := metadata.NewMetricsBuilder(metadata.DefaultMetricsBuilderConfig(), receivertest.NewNopSettings(metadata.Type))
 	set := series.NewSet()
+	e := testEmitter(metadata.DefaultMetricsBuilderConfig(), set)
 	now := pcommon.NewTimestampFromTime(time.Now())
 	set.Put("default/my-vm", series.Series{Namespace: "default", Name: "my-vm", Node: "worker-node-1", Type: hypervisor.KVM})
 	set.Put("default/tcg", series.Series{Namespace: "default", Name: "tcg", Node: "worker-node-1", Type: hypervisor.QEMUTCG})
@@ -61,7 +63,7 @@ func TestBuildMetricsEmitsLiveSeriesAndOneRetractionPerMetric(t *testing.T) {
 		{"default", "my-vm", "worker-node-1", "kvm", 1, false},
 		{"default", "tcg", "worker-node-1", "qemu-tcg", 1, false},
 		{"prod", "db", "worker-node-1", "unknown", 1, false},
-	}, points(t, buildMetrics(mb, set, now)))
+	}, points(t, e.build(now)))
 
 	set.Delete("default/tcg")
 	set.Put("prod/db", series.Series{Namespace: "prod", Name: "db", Node: "worker-node-1", Type: hypervisor.MSHV})
@@ -70,25 +72,63 @@ func TestBuildMetricsEmitsLiveSeriesAndOneRetractionPerMetric(t *testing.T) {
 		{"prod", "db", "worker-node-1", "mshv", 1, false},
 		{"default", "tcg", "worker-node-1", "qemu-tcg", 0, true},
 		{"prod", "db", "worker-node-1", "unknown", 0, true},
-	}, points(t, buildMetrics(mb, set, now)))
+	}, points(t, e.build(now)))
 
 	set.Delete("default/my-vm")
 	set.Delete("prod/db")
 	assert.ElementsMatch(t, []point{
 		{"default", "my-vm", "worker-node-1", "kvm", 0, true},
 		{"prod", "db", "worker-node-1", "mshv", 0, true},
-	}, points(t, buildMetrics(mb, set, now)))
+	}, points(t, e.build(now)))
 
-	assert.Zero(t, buildMetrics(mb, set, now).DataPointCount(), "nothing to say once everything is retracted")
+	assert.Zero(t, e.build(now).DataPointCount(), "nothing to say once everything is retracted")
 }
 
 func TestBuildMetricsHonoursDisabledMetric(t *testing.T) {
 	cfg := metadata.DefaultMetricsBuilderConfig()
 	cfg.Metrics.KubevirtVmiHypervisorInfo.Enabled = false
-	mb := metadata.NewMetricsBuilder(cfg, receivertest.NewNopSettings(metadata.Type))
 	set := series.NewSet()
+	e := testEmitter(cfg, set)
 	set.Put("default/my-vm", series.Series{Namespace: "default", Name: "my-vm", Node: "n", Type: hypervisor.KVM})
 	set.Take()
 	set.Delete("default/my-vm")
-	assert.Zero(t, buildMetrics(mb, set, pcommon.NewTimestampFromTime(time.Now())).DataPointCount())
+	assert.Zero(t, e.build(pcommon.NewTimestampFromTime(time.Now())).DataPointCount())
+}
+
+func testEmitter(cfg metadata.MetricsBuilderConfig, set *series.Set) *emitter {
+	return &emitter{
+		mb:       metadata.NewMetricsBuilder(cfg, receivertest.NewNopSettings(metadata.Type)),
+		resource: pcommon.NewResource(),
+		set:      set,
+		stats:    newDetectionStats(),
+	}
+}
+
+func TestBuildIncludesDetectionStatistics(t *testing.T) {
+	set := series.NewSet()
+	e := testEmitter(metadata.DefaultMetricsBuilderConfig(), set)
+	now := pcommon.NewTimestampFromTime(time.Now())
+	assert.Zero(t, e.build(now).DataPointCount(), "nothing detected, nothing to say")
+
+	e.stats.duration.Observe(2 * time.Millisecond)
+	e.stats.fail(metadata.AttributeReasonDomainMissing)
+	e.stats.fail(metadata.AttributeReasonDomainMissing)
+	md := e.build(now)
+	ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+	found := map[string]bool{}
+	for i := range ms.Len() {
+		m := ms.At(i)
+		found[m.Name()] = true
+		switch m.Name() {
+		case durationMetric:
+			assert.Equal(t, uint64(1), m.Histogram().DataPoints().At(0).Count())
+		case "kubevirt.vmi.hypervisor.detection.failures":
+			dp := m.Sum().DataPoints().At(0)
+			reason, _ := dp.Attributes().Get("reason")
+			assert.Equal(t, "domain_missing", reason.Str())
+			assert.Equal(t, int64(2), dp.IntValue())
+		}
+	}
+	assert.Equal(t, map[string]bool{durationMetric: true, "kubevirt.vmi.hypervisor.detection.failures": true}, found)
+	assert.Equal(t, metadata.ScopeName, md.ResourceMetrics().At(0).ScopeMetrics().At(0).Scope().Name())
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/kube"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/series"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/metadata"
 )
 
 // workers bounds how many VMIs are detected at once. Detection is a short local RPC, so
@@ -32,30 +34,49 @@ const (
 	retryMax  = 30 * time.Second
 )
 
-// kubevirtReceiver wires the flow: VMI events -> work queue -> detection -> series set
-// -> emitter -> next consumer.
+// kubevirtReceiver wires the flow: VMI events and libvirt domain events -> work queue
+// -> detection -> series set -> emitter -> next consumer.
 type kubevirtReceiver struct {
 	cfg    *Config
 	set    receiver.Settings
 	logger *zap.Logger
 	next   consumer.Metrics
 
-	series  *series.Set
+	series *series.Set
+	stats  *detectionStats
+	// retryBase and retryMax are fields so that tests can take retries out of the way.
+	retryBase, retryMax time.Duration
+
 	queue   workqueue.TypedRateLimitingInterface[string]
 	domains *domain.Client
 	watcher *vmi.Watcher
+
+	// known remembers each VMI's last detected type and the launcher pods it was
+	// detected for: a running domain's hypervisor cannot change while its pod lives,
+	// so a later libvirt outage does not turn it into unknown.
+	knownMu sync.Mutex
+	known   map[string]knownType
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
+type knownType struct {
+	pods string
+	typ  hypervisor.Type
+}
+
 func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics) *kubevirtReceiver {
 	return &kubevirtReceiver{
-		cfg:    cfg,
-		set:    set,
-		logger: set.Logger,
-		next:   next,
-		series: series.NewSet(),
+		cfg:       cfg,
+		set:       set,
+		logger:    set.Logger,
+		next:      next,
+		series:    series.NewSet(),
+		stats:     newDetectionStats(),
+		retryBase: retryBase,
+		retryMax:  retryMax,
+		known:     map[string]knownType{},
 	}
 }
 
@@ -71,18 +92,22 @@ func (r *kubevirtReceiver) Start(_ context.Context, _ component.Host) error {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	r.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryBase, retryMax),
+		workqueue.NewTypedItemExponentialFailureRateLimiter[string](r.retryBase, r.retryMax),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "kubevirt-vmi"},
 	)
 	r.watcher, err = vmi.NewWatcher(client, r.cfg.NodeName, r.logger, r.queue.Add)
 	if err != nil {
 		return err
 	}
-	r.domains = domain.NewClient(r.cfg.Libvirt.URI, r.cfg.Libvirt.Timeout)
+	r.domains = domain.NewClient(r.cfg.Libvirt.URI, r.cfg.Libvirt.Timeout, domain.Handlers{
+		DomainStarted: r.domainStarted,
+		Connected:     r.libvirtConnected,
+	})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.watcher.Start(ctx)
+	r.wg.Go(func() { r.domains.Run(ctx) })
 	for range workers {
 		r.wg.Go(func() { r.work(ctx) })
 	}
@@ -101,7 +126,29 @@ func (r *kubevirtReceiver) Shutdown(context.Context) error {
 	r.queue.ShutDown()
 	r.watcher.Shutdown()
 	r.wg.Wait()
-	return r.domains.Close()
+	r.domains.Close()
+	return nil
+}
+
+// domainStarted queues the VMI behind a domain that started, resumed, was restored or
+// migrated in.
+func (r *kubevirtReceiver) domainStarted(name string) {
+	if ns, n, ok := domain.SplitName(name); ok {
+		r.queue.Add(ns + "/" + n)
+	}
+}
+
+// libvirtConnected queues again every VMI that libvirt could not answer for, now that
+// it can. Their backoff is reset: the reason for it is gone.
+func (r *kubevirtReceiver) libvirtConnected() {
+	for _, v := range r.watcher.List() {
+		key := v.Key()
+		if s, ok := r.series.Get(key); ok && s.Type != hypervisor.Unknown {
+			continue
+		}
+		r.queue.Forget(key)
+		r.queue.Add(key)
+	}
 }
 
 // work detects queued VMIs until the queue shuts down. The queue hands a key to one
@@ -128,43 +175,84 @@ var errRetry = errors.New("retry")
 func (r *kubevirtReceiver) sync(ctx context.Context, key string) error {
 	v, ok := r.watcher.Get(key)
 	if !ok {
-		r.series.Delete(key)
+		r.forget(key)
 		return nil
 	}
 	if ok, why := v.Reportable(r.cfg.NodeName); !ok {
 		r.logger.Debug("VMI not reported", zap.String("vmi", key), zap.String("reason", why))
-		r.series.Delete(key)
+		r.forget(key)
 		return nil
 	}
-	s := series.Series{Namespace: v.Namespace, Name: v.Name, Node: v.NodeName}
+	s := series.Series{Namespace: validUTF8(v.Namespace), Name: validUTF8(v.Name), Node: validUTF8(v.NodeName)}
+	pods := strings.Join(v.LauncherPods(r.cfg.NodeName), ",")
 	name := domain.Name(v.Namespace, v.Name)
 
+	start := time.Now()
 	xml, err := r.domains.DomainXML(ctx, name)
+	r.stats.duration.Observe(time.Since(start))
 	switch {
 	case errors.Is(err, domain.ErrNotFound):
 		// Running in Kubernetes before libvirt has started the domain: wait for it.
+		r.stats.fail(metadata.AttributeReasonDomainMissing)
 		r.logger.Debug("Domain not running yet; will retry", zap.String("vmi", key), zap.String("domain", name))
-		r.series.Delete(key)
+		r.forget(key)
 		return errRetry
 	case err != nil:
-		r.logger.Warn("Failed to detect hypervisor", zap.String("vmi", key), zap.String("domain", name), zap.Error(err))
-		if old, had := r.series.Get(key); had && old.Type != hypervisor.Unknown && old.Node == s.Node {
-			return errRetry // a running domain's hypervisor cannot change: keep what we know
+		r.stats.fail(metadata.AttributeReasonLibvirtUnreachable)
+		if k, ok := r.knownType(key); ok && k.pods == pods && k.typ != hypervisor.Unknown {
+			r.logger.Warn("Failed to detect hypervisor; keeping the type known for this launcher",
+				zap.String("vmi", key), zap.String("hypervisor_type", string(k.typ)), zap.Error(err))
+			s.Type = k.typ
+		} else {
+			r.logger.Warn("Failed to detect hypervisor; reporting unknown", zap.String("vmi", key), zap.Error(err))
+			s.Type = hypervisor.Unknown
 		}
-		s.Type = hypervisor.Unknown
 		r.series.Put(key, s)
 		return errRetry
 	}
+
 	det, err := hypervisor.Detect(xml)
 	switch {
 	case err != nil:
+		r.stats.fail(metadata.AttributeReasonInvalidXML)
 		r.logger.Warn("Failed to parse domain XML; reporting unknown", zap.String("vmi", key), zap.Error(err))
+		r.logger.Debug("Domain XML", zap.String("vmi", key), zap.String("xml", xml))
 	case det.Type == hypervisor.Unknown:
+		r.stats.fail(metadata.AttributeReasonUnsupportedType)
 		r.logger.Warn("Unsupported domain type; reporting unknown", zap.String("vmi", key), zap.String("domain_type", det.DomainType))
+		r.logger.Debug("Domain XML", zap.String("vmi", key), zap.String("xml", xml))
 	default:
 		r.logger.Debug("Detected hypervisor", zap.String("vmi", key), zap.String("hypervisor_type", string(det.Type)))
 	}
 	s.Type = det.Type
 	r.series.Put(key, s)
+	r.remember(key, knownType{pods: pods, typ: det.Type})
 	return nil
+}
+
+func (r *kubevirtReceiver) knownType(key string) (knownType, bool) {
+	r.knownMu.Lock()
+	defer r.knownMu.Unlock()
+	k, ok := r.known[key]
+	return k, ok
+}
+
+func (r *kubevirtReceiver) remember(key string, k knownType) {
+	r.knownMu.Lock()
+	defer r.knownMu.Unlock()
+	r.known[key] = k
+}
+
+// forget removes the VMI's series and what was known about it.
+func (r *kubevirtReceiver) forget(key string) {
+	r.series.Delete(key)
+	r.knownMu.Lock()
+	delete(r.known, key)
+	r.knownMu.Unlock()
+}
+
+// validUTF8 keeps label values valid whatever an object holds; Kubernetes names are
+// ASCII, so this changes nothing in practice.
+func validUTF8(s string) string {
+	return strings.ToValidUTF8(s, "\uFFFD")
 }

@@ -4,7 +4,28 @@ package metadata
 
 import (
 	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/filter"
 )
+
+// KubevirtVmiHypervisorDetectionFailuresMetricConfig provides config for the kubevirt.vmi.hypervisor.detection.failures metric.
+type KubevirtVmiHypervisorDetectionFailuresMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *KubevirtVmiHypervisorDetectionFailuresMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
 
 // KubevirtVmiHypervisorInfoMetricConfig provides config for the kubevirt.vmi.hypervisor.info metric.
 type KubevirtVmiHypervisorInfoMetricConfig struct {
@@ -28,12 +49,55 @@ func (ms *KubevirtVmiHypervisorInfoMetricConfig) Unmarshal(parser *confmap.Conf)
 
 // MetricsConfig provides config for kubevirt metrics.
 type MetricsConfig struct {
-	KubevirtVmiHypervisorInfo KubevirtVmiHypervisorInfoMetricConfig `mapstructure:"kubevirt.vmi.hypervisor.info"`
+	KubevirtVmiHypervisorDetectionFailures KubevirtVmiHypervisorDetectionFailuresMetricConfig `mapstructure:"kubevirt.vmi.hypervisor.detection.failures"`
+	KubevirtVmiHypervisorInfo              KubevirtVmiHypervisorInfoMetricConfig              `mapstructure:"kubevirt.vmi.hypervisor.info"`
 }
 
 func DefaultMetricsConfig() MetricsConfig {
 	return MetricsConfig{
+		KubevirtVmiHypervisorDetectionFailures: KubevirtVmiHypervisorDetectionFailuresMetricConfig{
+			Enabled: true,
+		},
 		KubevirtVmiHypervisorInfo: KubevirtVmiHypervisorInfoMetricConfig{
+			Enabled: true,
+		},
+	}
+}
+
+// ResourceAttributeConfig provides common config for a particular resource attribute.
+type ResourceAttributeConfig struct {
+	Enabled bool `mapstructure:"enabled"`
+	// Experimental: MetricsInclude defines a list of filters for attribute values.
+	// If the list is not empty, only metrics with matching resource attribute values will be emitted.
+	MetricsInclude []filter.Config `mapstructure:"metrics_include"`
+	// Experimental: MetricsExclude defines a list of filters for attribute values.
+	// If the list is not empty, metrics with matching resource attribute values will not be emitted.
+	// MetricsInclude has higher priority than MetricsExclude.
+	MetricsExclude []filter.Config `mapstructure:"metrics_exclude"`
+
+	enabledSetByUser bool
+}
+
+func (rac *ResourceAttributeConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+	err := parser.Unmarshal(rac)
+	if err != nil {
+		return err
+	}
+	rac.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// ResourceAttributesConfig provides config for kubevirt resource attributes.
+type ResourceAttributesConfig struct {
+	K8sNodeName ResourceAttributeConfig `mapstructure:"k8s.node.name"`
+}
+
+func DefaultResourceAttributesConfig() ResourceAttributesConfig {
+	return ResourceAttributesConfig{
+		K8sNodeName: ResourceAttributeConfig{
 			Enabled: true,
 		},
 	}
@@ -41,12 +105,14 @@ func DefaultMetricsConfig() MetricsConfig {
 
 // MetricsBuilderConfig is a configuration for kubevirt metrics builder.
 type MetricsBuilderConfig struct {
-	Metrics MetricsConfig `mapstructure:"metrics"`
+	Metrics            MetricsConfig            `mapstructure:"metrics"`
+	ResourceAttributes ResourceAttributesConfig `mapstructure:"resource_attributes"`
 }
 
 func NewDefaultMetricsBuilderConfig() MetricsBuilderConfig {
 	return MetricsBuilderConfig{
-		Metrics: DefaultMetricsConfig(),
+		Metrics:            DefaultMetricsConfig(),
+		ResourceAttributes: DefaultResourceAttributesConfig(),
 	}
 }
 

@@ -26,9 +26,15 @@ func TestMetricsBuilderConfig(t *testing.T) {
 			name: "all_set",
 			want: MetricsBuilderConfig{
 				Metrics: MetricsConfig{
+					KubevirtVmiHypervisorDetectionFailures: KubevirtVmiHypervisorDetectionFailuresMetricConfig{
+						Enabled: true,
+					},
 					KubevirtVmiHypervisorInfo: KubevirtVmiHypervisorInfoMetricConfig{
 						Enabled: true,
 					},
+				},
+				ResourceAttributes: ResourceAttributesConfig{
+					K8sNodeName: ResourceAttributeConfig{Enabled: true},
 				},
 			},
 		},
@@ -36,9 +42,15 @@ func TestMetricsBuilderConfig(t *testing.T) {
 			name: "none_set",
 			want: MetricsBuilderConfig{
 				Metrics: MetricsConfig{
+					KubevirtVmiHypervisorDetectionFailures: KubevirtVmiHypervisorDetectionFailuresMetricConfig{
+						Enabled: false,
+					},
 					KubevirtVmiHypervisorInfo: KubevirtVmiHypervisorInfoMetricConfig{
 						Enabled: false,
 					},
+				},
+				ResourceAttributes: ResourceAttributesConfig{
+					K8sNodeName: ResourceAttributeConfig{Enabled: false},
 				},
 			},
 		},
@@ -46,7 +58,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(KubevirtVmiHypervisorInfoMetricConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(KubevirtVmiHypervisorDetectionFailuresMetricConfig{}, KubevirtVmiHypervisorInfoMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
@@ -59,5 +71,48 @@ func loadMetricsBuilderConfig(t *testing.T, name string) MetricsBuilderConfig {
 	require.NoError(t, err)
 	cfg := NewDefaultMetricsBuilderConfig()
 	require.NoError(t, sub.Unmarshal(&cfg, confmap.WithIgnoreUnused()))
+	return cfg
+}
+
+func TestResourceAttributesConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		want ResourceAttributesConfig
+	}{
+		{
+			name: "default",
+			want: DefaultResourceAttributesConfig(),
+		},
+		{
+			name: "all_set",
+			want: ResourceAttributesConfig{
+				K8sNodeName: ResourceAttributeConfig{Enabled: true},
+			},
+		},
+		{
+			name: "none_set",
+			want: ResourceAttributesConfig{
+				K8sNodeName: ResourceAttributeConfig{Enabled: false},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := loadResourceAttributesConfig(t, tt.name)
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(ResourceAttributeConfig{}))
+			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
+		})
+	}
+}
+
+func loadResourceAttributesConfig(t *testing.T, name string) ResourceAttributesConfig {
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+	sub, err := cm.Sub(name)
+	require.NoError(t, err)
+	sub, err = sub.Sub("resource_attributes")
+	require.NoError(t, err)
+	cfg := DefaultResourceAttributesConfig()
+	require.NoError(t, sub.Unmarshal(&cfg))
 	return cfg
 }

@@ -4,6 +4,7 @@ package metadata
 
 import (
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/filter"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver"
@@ -51,7 +52,45 @@ var MapAttributeHypervisorType = map[string]AttributeHypervisorType{
 	"unknown":  AttributeHypervisorTypeUnknown,
 }
 
+// AttributeReason specifies the value reason attribute.
+type AttributeReason int
+
+const (
+	_ AttributeReason = iota
+	AttributeReasonLibvirtUnreachable
+	AttributeReasonDomainMissing
+	AttributeReasonInvalidXML
+	AttributeReasonUnsupportedType
+)
+
+// String returns the string representation of the AttributeReason.
+func (av AttributeReason) String() string {
+	switch av {
+	case AttributeReasonLibvirtUnreachable:
+		return "libvirt_unreachable"
+	case AttributeReasonDomainMissing:
+		return "domain_missing"
+	case AttributeReasonInvalidXML:
+		return "invalid_xml"
+	case AttributeReasonUnsupportedType:
+		return "unsupported_type"
+	}
+	return ""
+}
+
+// MapAttributeReason is a helper map of string to AttributeReason attribute value.
+var MapAttributeReason = map[string]AttributeReason{
+	"libvirt_unreachable": AttributeReasonLibvirtUnreachable,
+	"domain_missing":      AttributeReasonDomainMissing,
+	"invalid_xml":         AttributeReasonInvalidXML,
+	"unsupported_type":    AttributeReasonUnsupportedType,
+}
+
 var MetricsInfo = metricsInfo{
+	KubevirtVmiHypervisorDetectionFailures: metricInfo{
+		Name:       "kubevirt.vmi.hypervisor.detection.failures",
+		Attributes: []string{"reason"},
+	},
 	KubevirtVmiHypervisorInfo: metricInfo{
 		Name:       "kubevirt.vmi.hypervisor.info",
 		Attributes: []string{"namespace", "name", "node", "hypervisor_type"},
@@ -59,12 +98,67 @@ var MetricsInfo = metricsInfo{
 }
 
 type metricsInfo struct {
-	KubevirtVmiHypervisorInfo metricInfo
+	KubevirtVmiHypervisorDetectionFailures metricInfo
+	KubevirtVmiHypervisorInfo              metricInfo
 }
 
 type metricInfo struct {
 	Name       string
 	Attributes []string
+}
+
+type metricKubevirtVmiHypervisorDetectionFailures struct {
+	data     pmetric.Metric                                     // data buffer for generated metric.
+	config   KubevirtVmiHypervisorDetectionFailuresMetricConfig // metric config provided by user.
+	capacity int                                                // max observed number of data points added to the metric.
+}
+
+// init fills kubevirt.vmi.hypervisor.detection.failures metric with initial data.
+func (m *metricKubevirtVmiHypervisorDetectionFailures) init() {
+	m.data.SetName("kubevirt.vmi.hypervisor.detection.failures")
+	m.data.SetDescription("Detections of a VMI's hypervisor that failed, by reason, since the receiver started.")
+	m.data.SetUnit("{failure}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+}
+
+func (m *metricKubevirtVmiHypervisorDetectionFailures) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reasonAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Sum().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+	dp.Attributes().PutStr("reason", reasonAttributeValue)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKubevirtVmiHypervisorDetectionFailures) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKubevirtVmiHypervisorDetectionFailures) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKubevirtVmiHypervisorDetectionFailures(cfg KubevirtVmiHypervisorDetectionFailuresMetricConfig) metricKubevirtVmiHypervisorDetectionFailures {
+	m := metricKubevirtVmiHypervisorDetectionFailures{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
 }
 
 type metricKubevirtVmiHypervisorInfo struct {
@@ -125,12 +219,15 @@ func newMetricKubevirtVmiHypervisorInfo(cfg KubevirtVmiHypervisorInfoMetricConfi
 // MetricsBuilder provides an interface for scrapers to report metrics while taking care of all the transformations
 // required to produce metric representation defined in metadata and user config.
 type MetricsBuilder struct {
-	config                          MetricsBuilderConfig // config of the metrics builder.
-	startTime                       pcommon.Timestamp    // start time that will be applied to all recorded data points.
-	metricsCapacity                 int                  // maximum observed number of metrics per resource.
-	metricsBuffer                   pmetric.Metrics      // accumulates metrics data before emitting.
-	buildInfo                       component.BuildInfo  // contains version information.
-	metricKubevirtVmiHypervisorInfo metricKubevirtVmiHypervisorInfo
+	config                                       MetricsBuilderConfig // config of the metrics builder.
+	startTime                                    pcommon.Timestamp    // start time that will be applied to all recorded data points.
+	metricsCapacity                              int                  // maximum observed number of metrics per resource.
+	metricsBuffer                                pmetric.Metrics      // accumulates metrics data before emitting.
+	buildInfo                                    component.BuildInfo  // contains version information.
+	resourceAttributeIncludeFilter               map[string]filter.Filter
+	resourceAttributeExcludeFilter               map[string]filter.Filter
+	metricKubevirtVmiHypervisorDetectionFailures metricKubevirtVmiHypervisorDetectionFailures
+	metricKubevirtVmiHypervisorInfo              metricKubevirtVmiHypervisorInfo
 }
 
 // MetricBuilderOption applies changes to default metrics builder.
@@ -152,17 +249,31 @@ func WithStartTime(startTime pcommon.Timestamp) MetricBuilderOption {
 }
 func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, options ...MetricBuilderOption) *MetricsBuilder {
 	mb := &MetricsBuilder{
-		config:                          mbc,
-		startTime:                       pcommon.NewTimestampFromTime(time.Now()),
-		metricsBuffer:                   pmetric.NewMetrics(),
-		buildInfo:                       settings.BuildInfo,
-		metricKubevirtVmiHypervisorInfo: newMetricKubevirtVmiHypervisorInfo(mbc.Metrics.KubevirtVmiHypervisorInfo),
+		config:        mbc,
+		startTime:     pcommon.NewTimestampFromTime(time.Now()),
+		metricsBuffer: pmetric.NewMetrics(),
+		buildInfo:     settings.BuildInfo,
+		metricKubevirtVmiHypervisorDetectionFailures: newMetricKubevirtVmiHypervisorDetectionFailures(mbc.Metrics.KubevirtVmiHypervisorDetectionFailures),
+		metricKubevirtVmiHypervisorInfo:              newMetricKubevirtVmiHypervisorInfo(mbc.Metrics.KubevirtVmiHypervisorInfo),
+		resourceAttributeIncludeFilter:               make(map[string]filter.Filter),
+		resourceAttributeExcludeFilter:               make(map[string]filter.Filter),
+	}
+	if mbc.ResourceAttributes.K8sNodeName.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["k8s.node.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sNodeName.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.K8sNodeName.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["k8s.node.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sNodeName.MetricsExclude)
 	}
 
 	for _, op := range options {
 		op.apply(mb)
 	}
 	return mb
+}
+
+// NewResourceBuilder returns a new resource builder that should be used to build a resource associated with for the emitted metrics.
+func (mb *MetricsBuilder) NewResourceBuilder() *ResourceBuilder {
+	return NewResourceBuilder(mb.config.ResourceAttributes)
 }
 
 // updateCapacity updates max length of metrics and resource attributes that will be used for the slice capacity.
@@ -222,10 +333,21 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	ils.Scope().SetName(ScopeName)
 	ils.Scope().SetVersion(mb.buildInfo.Version)
 	ils.Metrics().EnsureCapacity(mb.metricsCapacity)
+	mb.metricKubevirtVmiHypervisorDetectionFailures.emit(ils.Metrics())
 	mb.metricKubevirtVmiHypervisorInfo.emit(ils.Metrics())
 
 	for _, op := range options {
 		op.apply(rm)
+	}
+	for attr, filter := range mb.resourceAttributeIncludeFilter {
+		if val, ok := rm.Resource().Attributes().Get(attr); ok && !filter.Matches(val.AsString()) {
+			return
+		}
+	}
+	for attr, filter := range mb.resourceAttributeExcludeFilter {
+		if val, ok := rm.Resource().Attributes().Get(attr); ok && filter.Matches(val.AsString()) {
+			return
+		}
 	}
 
 	if ils.Metrics().Len() > 0 {
@@ -242,6 +364,11 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 	metrics := mb.metricsBuffer
 	mb.metricsBuffer = pmetric.NewMetrics()
 	return metrics
+}
+
+// RecordKubevirtVmiHypervisorDetectionFailuresDataPoint adds a data point to kubevirt.vmi.hypervisor.detection.failures metric.
+func (mb *MetricsBuilder) RecordKubevirtVmiHypervisorDetectionFailuresDataPoint(ts pcommon.Timestamp, val int64, reasonAttributeValue AttributeReason) {
+	mb.metricKubevirtVmiHypervisorDetectionFailures.recordDataPoint(mb.startTime, ts, val, reasonAttributeValue.String())
 }
 
 // RecordKubevirtVmiHypervisorInfoDataPoint adds a data point to kubevirt.vmi.hypervisor.info metric.

@@ -42,6 +42,15 @@ func TestMetricsBuilder(t *testing.T) {
 			resAttrsSet: testDataSetNone,
 			expectEmpty: true,
 		},
+		{
+			name:        "filter_set_include",
+			resAttrsSet: testDataSetAll,
+		},
+		{
+			name:        "filter_set_exclude",
+			resAttrsSet: testDataSetAll,
+			expectEmpty: true,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,9 +68,14 @@ func TestMetricsBuilder(t *testing.T) {
 			allMetricsCount := 0
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordKubevirtVmiHypervisorDetectionFailuresDataPoint(ts, 1, AttributeReasonLibvirtUnreachable)
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordKubevirtVmiHypervisorInfoDataPoint(ts, 1, "namespace-val", "name-val", "node-val", AttributeHypervisorTypeKvm)
 
-			res := pcommon.NewResource()
+			rb := mb.NewResourceBuilder()
+			rb.SetK8sNodeName("k8s.node.name-val")
+			res := rb.Emit()
 			metrics := mb.Emit(WithResource(res))
 
 			if tt.expectEmpty {
@@ -89,6 +103,23 @@ func TestMetricsBuilder(t *testing.T) {
 			validatedMetrics := make(map[string]bool)
 			for _, mi := range allMetricsList {
 				switch mi.Name() {
+				case "kubevirt.vmi.hypervisor.detection.failures":
+					assert.False(t, validatedMetrics["kubevirt.vmi.hypervisor.detection.failures"], "Found a duplicate in the metrics slice: kubevirt.vmi.hypervisor.detection.failures")
+					validatedMetrics["kubevirt.vmi.hypervisor.detection.failures"] = true
+					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+					assert.Equal(t, "Detections of a VMI's hypervisor that failed, by reason, since the receiver started.", mi.Description())
+					assert.Equal(t, "{failure}", mi.Unit())
+					assert.True(t, mi.Sum().IsMonotonic())
+					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+					dp := mi.Sum().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
+					reasonAttrVal, ok := dp.Attributes().Get("reason")
+					assert.True(t, ok)
+					assert.Equal(t, "libvirt_unreachable", reasonAttrVal.Str())
 				case "kubevirt.vmi.hypervisor.info":
 					assert.False(t, validatedMetrics["kubevirt.vmi.hypervisor.info"], "Found a duplicate in the metrics slice: kubevirt.vmi.hypervisor.info")
 					validatedMetrics["kubevirt.vmi.hypervisor.info"] = true

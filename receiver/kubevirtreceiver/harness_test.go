@@ -1,0 +1,138 @@
+package kubevirtreceiver
+
+import (
+	"context"
+	"maps"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/kube"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/metadata"
+)
+
+// view is what a Prometheus exporter would show for one receiver: it applies each batch,
+// adding live points and dropping retracted ones. Keys are namespace/name, values the
+// hypervisor type.
+type view struct {
+	mu  sync.Mutex
+	cur map[string]string
+}
+
+func newView() *view { return &view{cur: map[string]string{}} }
+
+func (v *view) consume(_ context.Context, md pmetric.Metrics) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	rms := md.ResourceMetrics()
+	for i := range rms.Len() {
+		sms := rms.At(i).ScopeMetrics()
+		for j := range sms.Len() {
+			ms := sms.At(j).Metrics()
+			for k := range ms.Len() {
+				if ms.At(k).Name() != infoMetric {
+					continue
+				}
+				dps := ms.At(k).Gauge().DataPoints()
+				for l := range dps.Len() {
+					attrs := dps.At(l).Attributes().AsRaw()
+					key := attrs["namespace"].(string) + "/" + attrs["name"].(string)
+					if dps.At(l).Flags().NoRecordedValue() {
+						if v.cur[key] == attrs["hypervisor_type"] {
+							delete(v.cur, key)
+						}
+						continue
+					}
+					v.cur[key] = attrs["hypervisor_type"].(string)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (v *view) snapshot() map[string]string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return maps.Clone(v.cur)
+}
+
+// waitView polls until the view equals want.
+func waitView(t *testing.T, v *view, want map[string]string, within time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	if err := testenv.Poll(ctx, 10*time.Millisecond, func() (bool, error) { return maps.Equal(v.snapshot(), want), nil }); err != nil {
+		t.Fatalf("series = %v, want %v (after %v)", v.snapshot(), want, within)
+	}
+}
+
+// startReceiver runs a receiver for node against the API server and libvirt at uri.
+// tweak, if not nil, adjusts it before Start.
+func startReceiver(t *testing.T, api *testenv.APIServer, node, uri string, tweak func(*kubevirtReceiver)) (*kubevirtReceiver, *view) {
+	t.Helper()
+	t.Setenv("KUBECONFIG", api.KubeconfigPath)
+	cfg := createDefaultConfig().(*Config)
+	cfg.NodeName = node
+	cfg.AuthType = kube.AuthKubeConfig
+	cfg.Libvirt.URI = uri
+	cfg.CollectionInterval = time.Second
+	require.NoError(t, cfg.Validate())
+
+	v := newView()
+	next, err := consumer.NewMetrics(v.consume)
+	require.NoError(t, err)
+	r := newReceiver(receivertest.NewNopSettings(metadata.Type), cfg, next)
+	if tweak != nil {
+		tweak(r)
+	}
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	t.Cleanup(func() { require.NoError(t, r.Shutdown(context.Background())) })
+	return r, v
+}
+
+func runVMI(t *testing.T, api *testenv.APIServer, ns, name, node string) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, api.CreateVMI(ctx, ns, name))
+	require.NoError(t, api.SetVMIStatus(ctx, ns, name, testenv.VMIStatus{Phase: "Running", NodeName: node}))
+}
+
+// setPaused sets or clears the VMI's Paused condition, as virt-handler does on pause
+// and unpause; the phase stays Running.
+func setPaused(t *testing.T, api *testenv.APIServer, ns, name string, paused bool) {
+	t.Helper()
+	ctx := context.Background()
+	vmis := api.Dynamic.Resource(testenv.VMIResource).Namespace(ns)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		u, err := vmis.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		var conds []any
+		if paused {
+			conds = []any{map[string]any{"type": "Paused", "status": "True", "reason": "PausedByUser"}}
+		}
+		if err := unstructured.SetNestedSlice(u.Object, conds, "status", "conditions"); err != nil {
+			return err
+		}
+		_, err = vmis.Update(ctx, u, metav1.UpdateOptions{})
+		return err
+	})
+	require.NoError(t, err)
+}
+
+// detections is how many detections the receiver has run so far.
+func detections(r *kubevirtReceiver) uint64 {
+	return r.stats.duration.Count()
+}
