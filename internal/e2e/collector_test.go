@@ -49,6 +49,7 @@ func TestCollectorServesExactLinePerRunningVMIAndDropsStoppedOnes(t *testing.T) 
 
 	col := startCollector(ctx, t, bin, api, lv)
 	waitForLines(ctx, t, col, wantMyVM, wantTCG)
+	checkExposition(ctx, t, col)
 
 	if err := api.SetVMIStatus(ctx, "default", "my-vm", testenv.VMIStatus{Phase: "Succeeded", NodeName: node}); err != nil {
 		t.Fatal(err)
@@ -87,29 +88,7 @@ func runVMI(ctx context.Context, t *testing.T, api *testenv.APIServer, ns, name 
 
 func startCollector(ctx context.Context, t *testing.T, bin string, api *testenv.APIServer, lv *testenv.Libvirtd) *testenv.Collector {
 	t.Helper()
-	col, err := testenv.StartCollector(ctx, testenv.CollectorOptions{
-		Bin: bin,
-		Dir: t.TempDir(),
-		Env: []string{
-			"K8S_NODE_NAME=" + node,
-			"KUBEVIRT_AUTH_TYPE=kubeConfig",
-			"KUBECONFIG=" + api.KubeconfigPath,
-			"LIBVIRT_URI=" + lv.URI(),
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := col.Stop(); err != nil {
-			t.Error(err)
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(col.LogPath)
-			t.Logf("collector log:\n%s", b)
-		}
-	})
-	return col
+	return startCollectorWith(ctx, t, testenv.CollectorOptions{Bin: bin, Env: (&lab{api: api, lv: lv}).collectorEnv()})
 }
 
 // waitForLines polls the endpoint until its hypervisor lines are exactly want.
