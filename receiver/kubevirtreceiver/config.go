@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/kube"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/launcher"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/metadata"
 )
 
@@ -32,13 +33,15 @@ type Config struct {
 
 // LibvirtConfig says how the receiver reaches the libvirt that runs each VMI's domain.
 type LibvirtConfig struct {
-	// Source is where domains are looked up: "uri" asks the one libvirt at URI for
-	// every VMI.
+	// Source is where domains are looked up: "launcher" (the default) reads each VMI's
+	// domain from its own virt-launcher pod below PodsDir, as on a KubeVirt node;
+	// "uri" asks the one libvirt at URI for every VMI.
 	Source string `mapstructure:"source"`
 	// URI is the libvirt connection URI used with source "uri".
 	URI string `mapstructure:"uri"`
-	// PodsDir is the host's kubelet pods directory as mounted in the collector, used
-	// with source "launcher".
+	// PodsDir is the host's kubelet pods directory (/var/lib/kubelet/pods) as mounted
+	// in the collector, used with source "launcher". Launcher sockets below it must fit
+	// a unix socket path, so it must be short: /pods, as virt-handler mounts it.
 	PodsDir string `mapstructure:"pods_dir"`
 	// Timeout bounds each libvirt call.
 	Timeout time.Duration `mapstructure:"timeout"`
@@ -73,12 +76,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, errors.New("libvirt.uri: must be set with libvirt.source \"uri\""))
 		}
 	case SourceLauncher:
-		errs = append(errs, errors.New("libvirt.source: \"launcher\" is not supported yet; use \"uri\""))
+		if err := launcher.ValidatePodsDir(c.Libvirt.PodsDir); err != nil {
+			errs = append(errs, err)
+		}
 	default:
-		errs = append(errs, fmt.Errorf("libvirt.source: %q is not one of [%s]", c.Libvirt.Source, SourceURI))
-	}
-	if c.Libvirt.PodsDir == "" {
-		errs = append(errs, errors.New("libvirt.pods_dir: must not be empty"))
+		errs = append(errs, fmt.Errorf("libvirt.source: %q is not one of [%s %s]", c.Libvirt.Source, SourceLauncher, SourceURI))
 	}
 	if c.Libvirt.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("libvirt.timeout: must be positive, got %v", c.Libvirt.Timeout))

@@ -58,7 +58,7 @@ func TestDefaultConfig(t *testing.T) {
 	cfg := createDefaultConfig().(*Config)
 	assert.Equal(t, kube.AuthServiceAccount, cfg.AuthType)
 	assert.Equal(t, 30*time.Second, cfg.CollectionInterval)
-	assert.Equal(t, LibvirtConfig{Source: SourceURI, URI: "qemu:///system", PodsDir: "/pods", Timeout: 5 * time.Second}, cfg.Libvirt)
+	assert.Equal(t, LibvirtConfig{Source: SourceLauncher, URI: "qemu:///system", PodsDir: "/pods", Timeout: 5 * time.Second}, cfg.Libvirt)
 	assert.ErrorContains(t, confmap.Validate(cfg), "node_name", "node_name has no default and is required")
 }
 
@@ -75,8 +75,10 @@ func TestInvalidConfigNamesTheKey(t *testing.T) {
 		{key: "collection_interval", conf: map[string]any{"collection_interval": "0s"}},
 		{key: "collection_interval", conf: map[string]any{"collection_interval": "-5s"}},
 		{key: "libvirt.source", conf: map[string]any{"libvirt": map[string]any{"source": "socket"}}},
-		{key: "libvirt.uri", conf: map[string]any{"libvirt": map[string]any{"uri": ""}}},
+		{key: "libvirt.uri", conf: map[string]any{"libvirt": map[string]any{"source": "uri", "uri": ""}}},
 		{key: "libvirt.pods_dir", conf: map[string]any{"libvirt": map[string]any{"pods_dir": ""}}},
+		{key: "libvirt.pods_dir", conf: map[string]any{"libvirt": map[string]any{"pods_dir": "pods"}}},
+		{key: "libvirt.pods_dir", conf: map[string]any{"libvirt": map[string]any{"pods_dir": "/var/lib/kubelet/pods"}}},
 		{key: "libvirt.timeout", conf: map[string]any{"libvirt": map[string]any{"timeout": "0s"}}},
 	}
 	for _, tt := range tests {

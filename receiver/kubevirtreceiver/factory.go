@@ -26,7 +26,7 @@ func createDefaultConfig() component.Config {
 		AuthType:           kube.AuthServiceAccount,
 		CollectionInterval: 30 * time.Second,
 		Libvirt: LibvirtConfig{
-			Source:  SourceURI,
+			Source:  SourceLauncher,
 			URI:     "qemu:///system",
 			PodsDir: "/pods",
 			Timeout: 5 * time.Second,

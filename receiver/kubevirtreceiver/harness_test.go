@@ -81,11 +81,21 @@ func waitView(t *testing.T, v *view, want map[string]string, within time.Duratio
 // tweak, if not nil, adjusts it before Start.
 func startReceiver(t *testing.T, api *testenv.APIServer, node, uri string, tweak func(*kubevirtReceiver)) (*kubevirtReceiver, *view) {
 	t.Helper()
+	return startReceiverWith(t, api, node, LibvirtConfig{Source: SourceURI, URI: uri}, tweak)
+}
+
+// startReceiverWith is startReceiver with any libvirt settings; a zero timeout means
+// the default.
+func startReceiverWith(t *testing.T, api *testenv.APIServer, node string, lc LibvirtConfig, tweak func(*kubevirtReceiver)) (*kubevirtReceiver, *view) {
+	t.Helper()
 	t.Setenv("KUBECONFIG", api.KubeconfigPath)
 	cfg := createDefaultConfig().(*Config)
 	cfg.NodeName = node
 	cfg.AuthType = kube.AuthKubeConfig
-	cfg.Libvirt.URI = uri
+	if lc.Timeout == 0 {
+		lc.Timeout = cfg.Libvirt.Timeout
+	}
+	cfg.Libvirt = lc
 	cfg.CollectionInterval = time.Second
 	require.NoError(t, cfg.Validate())
 
@@ -135,4 +145,10 @@ func setPaused(t *testing.T, api *testenv.APIServer, ns, name string, paused boo
 // detections is how many detections the receiver has run so far.
 func detections(r *kubevirtReceiver) uint64 {
 	return r.stats.duration.Count()
+}
+
+// currentType is the type in the receiver's series set for key, "" if it has none.
+func currentType(r *kubevirtReceiver, key string) string {
+	s, _ := r.series.Get(key)
+	return string(s.Type)
 }

@@ -126,7 +126,7 @@ func TestLibvirtdOutageKeepsKnownTypesAndRecovers(t *testing.T) {
 	before := detections(r)
 	setPaused(t, api, "default", "known", false)
 	waitFor(t, "a detection during the outage", func() bool { return detections(r) > before })
-	require.Equal(t, reported, v.snapshot()["default/known"])
+	require.Equal(t, reported, currentType(r, "default/known"))
 
 	// libvirtd comes back: unknown becomes the real type within 10 s, without a restart.
 	require.NoError(t, lv.StartDaemon(ctx))

@@ -18,6 +18,7 @@ import (
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/domain"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/kube"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/launcher"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/series"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/metadata"
@@ -48,7 +49,7 @@ type kubevirtReceiver struct {
 	retryBase, retryMax time.Duration
 
 	queue   workqueue.TypedRateLimitingInterface[string]
-	domains *domain.Client
+	domains domain.Reader
 	watcher *vmi.Watcher
 
 	// known remembers each VMI's last detected type and the launcher pods it was
@@ -99,10 +100,13 @@ func (r *kubevirtReceiver) Start(_ context.Context, _ component.Host) error {
 	if err != nil {
 		return err
 	}
-	r.domains = domain.NewClient(r.cfg.Libvirt.URI, r.cfg.Libvirt.Timeout, domain.Handlers{
-		DomainStarted: r.domainStarted,
-		Connected:     r.libvirtConnected,
-	})
+	handlers := domain.Handlers{DomainStarted: r.domainStarted, Connected: r.libvirtConnected}
+	switch r.cfg.Libvirt.Source {
+	case SourceLauncher:
+		r.domains = domain.NewLauncherReader(r.cfg.Libvirt.PodsDir, r.cfg.NodeName, r.cfg.Libvirt.Timeout, handlers)
+	default:
+		r.domains = domain.NewURIReader(r.cfg.Libvirt.URI, r.cfg.Libvirt.Timeout, handlers)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -112,8 +116,9 @@ func (r *kubevirtReceiver) Start(_ context.Context, _ component.Host) error {
 		r.wg.Go(func() { r.work(ctx) })
 	}
 	r.wg.Go(func() { r.emitLoop(ctx) })
-	r.logger.Info("Watching VirtualMachineInstances",
-		zap.String("node_name", r.cfg.NodeName), zap.String("libvirt_uri", r.cfg.Libvirt.URI))
+	r.logger.Info("Watching VirtualMachineInstances", zap.String("node_name", r.cfg.NodeName),
+		zap.String("libvirt_source", r.cfg.Libvirt.Source), zap.String("libvirt_uri", r.cfg.Libvirt.URI),
+		zap.String("pods_dir", r.cfg.Libvirt.PodsDir))
 	return nil
 }
 
@@ -187,15 +192,17 @@ func (r *kubevirtReceiver) sync(ctx context.Context, key string) error {
 	pods := strings.Join(v.LauncherPods(r.cfg.NodeName), ",")
 	name := domain.Name(v.Namespace, v.Name)
 
-	start := time.Now()
-	xml, err := r.domains.DomainXML(ctx, name)
-	r.stats.duration.Observe(time.Since(start))
+	// Observed last, so that anyone who sees the count go up also sees the outcome.
+	defer func(start time.Time) { r.stats.duration.Observe(time.Since(start)) }(time.Now())
+	xml, from, err := r.domains.DomainXML(ctx, key, launcher.VMI{
+		Namespace: v.Namespace, Name: v.Name, ActivePods: v.ActivePods, RuntimeUser: v.RuntimeUser,
+	})
 	switch {
 	case errors.Is(err, domain.ErrNotFound):
 		// Running in Kubernetes before libvirt has started the domain: wait for it.
 		r.stats.fail(metadata.AttributeReasonDomainMissing)
-		r.logger.Debug("Domain not running yet; will retry", zap.String("vmi", key), zap.String("domain", name))
-		r.forget(key)
+		r.logger.Debug("Domain not running yet; will retry", zap.String("vmi", key), zap.String("domain", name), zap.Error(err))
+		r.series.Delete(key)
 		return errRetry
 	case err != nil:
 		r.stats.fail(metadata.AttributeReasonLibvirtUnreachable)
@@ -222,7 +229,7 @@ func (r *kubevirtReceiver) sync(ctx context.Context, key string) error {
 		r.logger.Warn("Unsupported domain type; reporting unknown", zap.String("vmi", key), zap.String("domain_type", det.DomainType))
 		r.logger.Debug("Domain XML", zap.String("vmi", key), zap.String("xml", xml))
 	default:
-		r.logger.Debug("Detected hypervisor", zap.String("vmi", key), zap.String("hypervisor_type", string(det.Type)))
+		r.logger.Debug("Detected hypervisor", zap.String("vmi", key), zap.String("hypervisor_type", string(det.Type)), zap.String("from", from))
 	}
 	s.Type = det.Type
 	r.series.Put(key, s)
@@ -243,9 +250,10 @@ func (r *kubevirtReceiver) remember(key string, k knownType) {
 	r.known[key] = k
 }
 
-// forget removes the VMI's series and what was known about it.
+// forget removes the VMI's series, what was known about it and its launcher connection.
 func (r *kubevirtReceiver) forget(key string) {
 	r.series.Delete(key)
+	r.domains.Forget(key)
 	r.knownMu.Lock()
 	delete(r.known, key)
 	r.knownMu.Unlock()

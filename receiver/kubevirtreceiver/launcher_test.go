@@ -1,0 +1,62 @@
+package kubevirtreceiver
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
+)
+
+// TestLauncherSourceOnAKubeletStyleNode runs the receiver the way the DaemonSet runs it:
+// source launcher, reading each VMI's own session-mode libvirtd (an unprivileged user,
+// its socket at the kubelet path of its launcher pod) and the status file beside it.
+func TestLauncherSourceOnAKubeletStyleNode(t *testing.T) {
+	api := testenv.MustStartAPIServer(t)
+	node := testenv.MustStartNode(t, testenv.NodeOptions{NodeName: nodeA})
+	ctx := context.Background()
+
+	accel, reported := "qemu", "qemu-tcg"
+	if ok, why := testenv.KVMUsable(); ok {
+		accel, reported = "kvm", "kvm"
+	} else {
+		t.Logf("no KVM (%s): the accelerated launcher runs TCG", why)
+	}
+	fast, err := node.StartLauncher(ctx, "default", "fast", accel)
+	require.NoError(t, err)
+	slow, err := node.StartLauncher(ctx, "legacy", "slow", "qemu")
+	require.NoError(t, err)
+	for _, p := range []*testenv.LauncherPod{fast, slow} {
+		require.NoError(t, api.CreateVMI(ctx, p.Namespace, p.Name))
+		require.NoError(t, api.SetVMIStatus(ctx, p.Namespace, p.Name, p.RunningStatus()))
+	}
+	// Pending: scheduled, no launcher running yet.
+	require.NoError(t, api.CreateVMI(ctx, "default", "pending"))
+	require.NoError(t, api.SetVMIStatus(ctx, "default", "pending", testenv.VMIStatus{Phase: "Pending"}))
+
+	r, v := startReceiverWith(t, api, nodeA, LibvirtConfig{Source: SourceLauncher, PodsDir: node.PodsDir()}, nil)
+	want := map[string]string{"default/fast": reported, "legacy/slow": "qemu-tcg"}
+	waitView(t, v, want, 10*time.Second)
+
+	// Without a status file (a launcher that keeps none) the socket answers.
+	require.NoError(t, os.Remove(fast.StatusFile()))
+	before := detections(r)
+	setPaused(t, api, "default", "fast", true)
+	waitFor(t, "a detection from the socket", func() bool { return detections(r) > before })
+	require.Equal(t, reported, currentType(r, "default/fast"))
+
+	// Without a socket the status file still answers.
+	require.NoError(t, os.Remove(slow.SocketPath()))
+	before = detections(r)
+	setPaused(t, api, "legacy", "slow", true)
+	waitFor(t, "a detection from the status file", func() bool { return detections(r) > before })
+	require.Equal(t, "qemu-tcg", currentType(r, "legacy/slow"))
+
+	// The launcher pod goes away with its VMI.
+	require.NoError(t, slow.Stop())
+	require.NoError(t, api.SetVMIStatus(ctx, "legacy", "slow", testenv.VMIStatus{Phase: "Succeeded", NodeName: nodeA}))
+	waitView(t, v, map[string]string{"default/fast": reported}, 10*time.Second)
+}
