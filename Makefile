@@ -8,7 +8,7 @@ BIN         := bin/otelcol-kubevirt
 SOURCES     := $(shell find receiver internal cmd/otelcol-kubevirt -name '*.go' -not -name '*_test.go') \
                go.mod go.sum cmd/otelcol-kubevirt/go.mod cmd/otelcol-kubevirt/go.sum
 
-.PHONY: all deps generate build test run kube-assets clean
+.PHONY: all deps generate build test run stop kube-assets clean
 
 all: build
 
@@ -41,6 +41,12 @@ test: build kube-assets
 run: build kube-assets
 	$(GO) build -o bin/kubevirt-lab ./cmd/kubevirt-lab
 	KUBEBUILDER_ASSETS="$$(hack/kube-assets.sh)" exec bin/kubevirt-lab -collector $(BIN)
+
+# Stops a lab started by `make run` elsewhere (another terminal, or in the background).
+LAB_PIDFILE := $(or $(TMPDIR),/tmp)/otelcol-kubevirt-lab.pid
+stop:
+	@pid=$$(cat $(LAB_PIDFILE) 2>/dev/null) && kill -TERM $$pid 2>/dev/null || { echo "no lab running"; exit 0; }; \
+	while kill -0 $$pid 2>/dev/null; do sleep 0.2; done; echo "lab stopped"
 
 clean:
 	rm -rf bin

@@ -1,17 +1,23 @@
 // Command kubevirt-lab runs a local KubeVirt-like node and the collector watching it, so
 // that anyone can see otelcol-kubevirt work without a cluster: a real kube-apiserver
-// with VMIs in it, a real libvirtd running real QEMU guests (KVM where /dev/kvm works,
-// TCG otherwise), and bin/otelcol-kubevirt with its shipped configuration. `make run`
-// starts it; Ctrl-C tears everything down.
+// with VMIs in it, and a kubelet-style pods directory in which every running VMI has a
+// virt-launcher-like pod: its own libvirtd (session mode, as an unprivileged user, its
+// socket at the kubelet path) running a real QEMU guest, KVM where /dev/kvm works, TCG
+// otherwise. bin/otelcol-kubevirt runs with the configuration the DaemonSet ships; only
+// the node name, the pods directory and auth differ, through the environment.
+//
+// `make run` starts it; Ctrl-C or `make stop` tears everything down.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -19,28 +25,50 @@ import (
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
 
-// vm is one VMI of the lab and, when it runs, its guest.
+// vm is one VMI of the lab and, when it runs, its launcher's guest.
 type vm struct {
 	namespace, name string
-	phase           string
-	domainType      string // libvirt domain type; "" for a VMI that has no domain
+	domainType      string // "" for a VMI that is not running yet
 }
 
 func main() {
 	bin := flag.String("collector", "bin/otelcol-kubevirt", "collector binary")
 	node := flag.String("node", "worker-node-1", "node name the lab's VMIs run on")
 	endpoint := flag.String("endpoint", "127.0.0.1:9464", "where the collector serves Prometheus metrics")
+	pidFile := flag.String("pidfile", PIDFile(), "file holding the lab's pid, for `make stop`")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if err := writePID(*pidFile); err != nil {
+		log.Fatal(err)
+	}
+	defer os.Remove(*pidFile)
 	if err := run(ctx, *bin, *node, *endpoint); err != nil {
+		os.Remove(*pidFile)
 		log.Fatal(err)
 	}
 }
 
-func run(ctx context.Context, bin, node, endpoint string) error {
+// PIDFile is where a running lab says who it is.
+func PIDFile() string {
+	return filepath.Join(os.TempDir(), "otelcol-kubevirt-lab.pid")
+}
+
+// writePID claims pidFile, refusing when another lab is still running: two labs would
+// fight over the metrics port.
+func writePID(pidFile string) error {
+	if b, err := os.ReadFile(pidFile); err == nil {
+		var pid int
+		if _, err := fmt.Sscan(string(b), &pid); err == nil && syscall.Kill(pid, 0) == nil {
+			return fmt.Errorf("a lab is already running (pid %d); stop it with `make stop`", pid)
+		}
+	}
+	return os.WriteFile(pidFile, []byte(fmt.Sprintln(os.Getpid())), 0o644)
+}
+
+func run(ctx context.Context, bin, nodeName, endpoint string) error {
 	dir, err := os.MkdirTemp("", "kubevirt-lab-")
 	if err != nil {
 		return err
@@ -55,27 +83,30 @@ func run(ctx context.Context, bin, node, endpoint string) error {
 	}
 	defer stopping("kube-apiserver", api.Stop)
 
-	log.Print("starting libvirtd (session mode, unprivileged, private socket: like a virt-launcher)")
-	lv, err := testenv.StartLibvirtd(ctx, testenv.LibvirtdOptions{CapsCacheDir: testenv.DefaultCapsCacheDir()})
+	log.Printf("laying out node %s: a kubelet pods directory with one launcher pod per running VMI", nodeName)
+	node, err := testenv.StartNode(ctx, testenv.NodeOptions{NodeName: nodeName})
 	if err != nil {
 		return err
 	}
-	defer stopping("libvirtd and its guests", lv.Stop)
+	defer stopping("launcher pods", node.Stop)
 
-	accelerated := "qemu"
-	if ok, why := lv.KVMUsable(); ok {
-		accelerated = "kvm"
-	} else {
+	accelerated := "kvm"
+	if ok, why := testenv.KVMUsable(); !ok {
+		accelerated = "qemu"
 		log.Printf("no KVM here (%s): every guest runs under TCG", why)
 	}
 	vms := []vm{
-		{"default", "my-vm", "Running", accelerated},
-		{"legacy", "emulated-vm", "Running", "qemu"},
-		{"default", "pending-vm", "Pending", ""},
+		{"default", "my-vm", accelerated},
+		{"legacy", "emulated-vm", "qemu"},
+		{"default", "pending-vm", ""},
 	}
+	running := 0
 	for _, v := range vms {
-		if err := startVM(ctx, api, lv, node, v); err != nil {
+		if err := startVM(ctx, api, node, v); err != nil {
 			return err
+		}
+		if v.domainType != "" {
+			running++
 		}
 	}
 
@@ -85,10 +116,10 @@ func run(ctx context.Context, bin, node, endpoint string) error {
 		Dir:      dir,
 		Endpoint: endpoint,
 		Env: []string{
-			"K8S_NODE_NAME=" + node,
+			"K8S_NODE_NAME=" + nodeName,
+			"LIBVIRT_PODS_DIR=" + node.PodsDir(),
 			"KUBEVIRT_AUTH_TYPE=kubeConfig",
 			"KUBECONFIG=" + api.KubeconfigPath,
-			"LIBVIRT_URI=" + lv.URI(),
 		},
 	})
 	if err != nil {
@@ -96,38 +127,47 @@ func run(ctx context.Context, bin, node, endpoint string) error {
 	}
 	defer stopping("collector", col.Stop)
 
-	lines, err := waitForSeries(ctx, col, 2)
+	lines, err := waitForSeries(ctx, col, running)
 	if err != nil {
 		return fmt.Errorf("%w; collector log: %s", err, col.LogPath)
 	}
 	fmt.Printf("\nThe lab is up after %s.\n\n", time.Since(start).Round(100*time.Millisecond))
 	fmt.Printf("  metrics:    curl -s %s | grep kubevirt_vmi\n", col.MetricsURL)
 	fmt.Printf("  kubectl:    KUBECONFIG=%s kubectl get vmi -A\n", api.KubeconfigPath)
-	fmt.Printf("  virsh:      virsh -c '%s' list\n", lv.URI())
+	fmt.Printf("  pods dir:   %s\n", node.PodsDir())
+	for _, p := range node.Launchers() {
+		fmt.Printf("  virsh:      virsh -c 'qemu+unix:///session?socket=%s' dumpxml %s\n", p.SocketPath(), p.Domain())
+	}
 	fmt.Printf("  collector:  log in %s\n\n", col.LogPath)
-	fmt.Printf("%s\n\nPress Ctrl-C to stop and clean up.\n", strings.Join(lines, "\n"))
+	fmt.Printf("%s\n\nCtrl-C (or `make stop`) stops and cleans up.\n", strings.Join(lines, "\n"))
 	<-ctx.Done()
 	log.Print("stopping")
 	return nil
 }
 
-func startVM(ctx context.Context, api *testenv.APIServer, lv *testenv.Libvirtd, node string, v vm) error {
-	if v.domainType != "" {
-		if err := lv.StartGuest(ctx, v.namespace+"_"+v.name, v.domainType); err != nil {
-			return err
-		}
-	}
+// startVM creates the VMI and, for a running one, its launcher pod, and sets the
+// status KubeVirt would.
+func startVM(ctx context.Context, api *testenv.APIServer, node *testenv.Node, v vm) error {
 	if err := api.CreateVMI(ctx, v.namespace, v.name); err != nil {
 		return err
 	}
-	st := testenv.VMIStatus{Phase: v.phase}
-	if v.phase == "Running" {
-		st.NodeName = node
+	status := testenv.VMIStatus{Phase: "Pending"}
+	if v.domainType != "" {
+		pod, err := node.StartLauncher(ctx, v.namespace, v.name, v.domainType)
+		if errors.Is(err, testenv.ErrKVMUnusable) {
+			log.Printf("%v: falling back to TCG", err)
+			pod, err = node.StartLauncher(ctx, v.namespace, v.name, "qemu")
+		}
+		if err != nil {
+			return err
+		}
+		status = pod.RunningStatus()
+		v.domainType = pod.DomainType
 	}
-	if err := api.SetVMIStatus(ctx, v.namespace, v.name, st); err != nil {
+	if err := api.SetVMIStatus(ctx, v.namespace, v.name, status); err != nil {
 		return err
 	}
-	log.Printf("VMI %s/%s: %s %s", v.namespace, v.name, v.phase, v.domainType)
+	log.Printf("VMI %s/%s: %s %s", v.namespace, v.name, status.Phase, v.domainType)
 	return nil
 }
 

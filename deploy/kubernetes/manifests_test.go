@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -117,9 +116,4 @@ func find(t *testing.T, ms []manifest, kind string) *unstructured.Unstructured {
 	}
 	t.Fatalf("no %s in the manifests", kind)
 	return nil
-}
-
-// hasPrefixAny reports whether s starts with any of prefixes.
-func hasPrefixAny(s string, prefixes ...string) bool {
-	return slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(s, p) })
 }

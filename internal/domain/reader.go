@@ -94,11 +94,10 @@ func (r *LauncherReader) DomainXML(ctx context.Context, key string, v launcher.V
 	if err != nil {
 		return "", "", err
 	}
-	// Two launchers on one node only while a VMI migrates within the node: the domain
-	// runs in one of them, and the newer one takes over.
+	// Two launchers on one node only while a VMI migrates within the node. Both run the
+	// same kind of domain; the first that answers is as good as the other.
 	var errs []error
-	for i := len(launchers) - 1; i >= 0; i-- {
-		l := launchers[i]
+	for _, l := range launchers {
 		xml, err := l.ReadStatus()
 		if err == nil {
 			return xml, l.StatusFile, nil

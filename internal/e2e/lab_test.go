@@ -15,6 +15,9 @@ import (
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
 
+// giveUp bounds the waits for a removal to show.
+const giveUp = 15 * time.Second
+
 // lab is one test's KubeVirt-like node: a kube-apiserver and a launcher-like libvirtd.
 type lab struct {
 	api *testenv.APIServer
@@ -49,6 +52,8 @@ func (l *lab) collectorEnv() []string {
 		"K8S_NODE_NAME=" + node,
 		"KUBEVIRT_AUTH_TYPE=kubeConfig",
 		"KUBECONFIG=" + l.api.KubeconfigPath,
+		// One libvirtd for every VMI; the launcher layout has its own test.
+		"LIBVIRT_SOURCE=uri",
 		"LIBVIRT_URI=" + l.lv.URI(),
 	}
 }
@@ -137,9 +142,12 @@ func repoFile(t *testing.T, rel string) string {
 }
 
 // waitUntilGone polls the endpoint until none of gone is served, and returns how long
-// that took from start.
+// that took from start. It gives up after giveUp: a series the exporter failed to drop
+// would linger for its metric_expiration (minutes), so waiting longer shows nothing.
 func waitUntilGone(ctx context.Context, t *testing.T, col *testenv.Collector, start time.Time, gone ...string) time.Duration {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, giveUp)
+	defer cancel()
 	var got []string
 	err := testenv.Poll(ctx, 5*time.Millisecond, func() (bool, error) {
 		var err error

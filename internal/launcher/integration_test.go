@@ -27,6 +27,7 @@ import (
 // the VMIs' status reaches each launcher's libvirt: the live XML over the socket and
 // the status file both say the right hypervisor.
 func TestLaunchersOnANode(t *testing.T) {
+	t.Parallel()
 	api := testenv.MustStartAPIServer(t)
 	node := testenv.MustStartNode(t, testenv.NodeOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -147,6 +148,7 @@ func logStatusFile(t *testing.T, path, doc string) {
 // The daemon refuses /system; IsPathRefused recognises that and the fallback works.
 // The root status-file path does not exist, so the caller ends up on the socket.
 func TestFallbackURIAgainstSessionDaemon(t *testing.T) {
+	t.Parallel()
 	node := testenv.MustStartNode(t, testenv.NodeOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -196,6 +198,7 @@ func TestFallbackURIAgainstSessionDaemon(t *testing.T) {
 // with the real libvirt client: a socket path of exactly 107 bytes can be dialled,
 // one of 108 cannot, and odd characters in the path survive the URI.
 func TestSocketPathLimitAgainstLibvirt(t *testing.T) {
+	t.Parallel()
 	node := testenv.MustStartNode(t, testenv.NodeOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

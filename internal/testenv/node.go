@@ -17,9 +17,9 @@ import (
 )
 
 // The kubelet layout of a virt-launcher pod's libvirt, as KubeVirt's virt-handler
-// dials it (see ../shared/reference/kubevirt-node.md). Spelled out here rather than
-// taken from internal/launcher so that tests compare that package with an
-// independent statement of the layout.
+// dials it through the host's pods directory. Spelled out here rather than taken
+// from internal/launcher so that tests compare that package with an independent
+// statement of the layout.
 const (
 	// LauncherVolumeRelPath is the launcher's libvirt-runtime emptyDir below its pod
 	// directory <pods>/<podUID>.
