@@ -1,6 +1,7 @@
 // Package e2e tests the built otelcol-kubevirt binary, with its shipped configuration,
-// against a real kube-apiserver and a real libvirtd running real QEMU guests, through
-// the Prometheus endpoint users scrape.
+// against a real kube-apiserver and a real libvirtd running real QEMU guests: through
+// the Prometheus endpoint users scrape, a real Prometheus scraping it, and OTLP into a
+// second instance of the binary. It also runs promtool on the shipped alert rules.
 package e2e
 
 import (
