@@ -21,6 +21,7 @@ deps:
 generate:
 	cd receiver/kubevirtreceiver && $(GO) tool mdatagen metadata.yaml
 	$(GO) run go.opentelemetry.io/collector/cmd/builder@$(OCB_VERSION) --config builder-config.yaml --skip-compilation
+	gofmt -w cmd/otelcol-kubevirt/*.go  # ocb's output is not gofmt'ed
 
 build: $(BIN)
 
