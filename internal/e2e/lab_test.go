@@ -6,9 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -79,53 +76,6 @@ func startCollectorWith(ctx context.Context, t *testing.T, opts testenv.Collecto
 		}
 	})
 	return col
-}
-
-// launcher is a collector binary wrapped so that extra --config files follow the one the
-// harness passes (the collector merges them in order) and so that its pid is known.
-type launcher struct {
-	// Bin is the wrapper to give the harness as the collector binary.
-	Bin     string
-	pidFile string
-}
-
-// wrapCollector writes a launcher for bin that appends `--config c` for each of
-// configs. The wrapper execs the collector, so the pid it records is the collector's.
-func wrapCollector(t *testing.T, bin string, configs ...string) *launcher {
-	t.Helper()
-	dir := t.TempDir()
-	l := &launcher{Bin: filepath.Join(dir, "otelcol"), pidFile: filepath.Join(dir, "pid")}
-	var b strings.Builder
-	fmt.Fprintf(&b, "#!/bin/sh\necho $$ > %s\nexec %s \"$@\"", shellQuote(l.pidFile), shellQuote(bin))
-	for _, c := range configs {
-		abs, err := filepath.Abs(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(&b, " --config %s", shellQuote(abs))
-	}
-	b.WriteString("\n")
-	if err := os.WriteFile(l.Bin, []byte(b.String()), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-// signal sends sig to the collector the launcher started.
-func (l *launcher) signal(sig syscall.Signal) error {
-	b, err := os.ReadFile(l.pidFile)
-	if err != nil {
-		return err
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return err
-	}
-	return syscall.Kill(pid, sig)
-}
-
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // repoFile is the absolute path of a file given relative to the repository root.

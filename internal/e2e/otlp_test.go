@@ -52,10 +52,10 @@ func TestOTLPOverlayExportsToSecondCollector(t *testing.T) {
 	wantMyVM := l.runTCG(ctx, t, "default", "my-vm")
 	wantDB := l.runTCG(ctx, t, "prod", "db")
 
-	sender := wrapCollector(t, bin, repoFile(t, "cmd/otelcol-kubevirt/otlp.yaml"))
 	col := startCollectorWith(ctx, t, testenv.CollectorOptions{
-		Bin: sender.Bin,
-		Env: append(l.collectorEnv(), "OTLP_ENDPOINT="+s.Endpoint, "OTLP_INSECURE=true"),
+		Bin:          bin,
+		ExtraConfigs: []string{repoFile(t, "cmd/otelcol-kubevirt/otlp.yaml")},
+		Env:          append(l.collectorEnv(), "OTLP_ENDPOINT="+s.Endpoint, "OTLP_INSECURE=true"),
 	})
 	// The overlay leaves the Prometheus endpoint as it is.
 	waitForLines(ctx, t, col, wantMyVM, wantDB)

@@ -26,7 +26,6 @@ type sink struct {
 	// Endpoint is where it takes OTLP/gRPC, host:port.
 	Endpoint string
 	file     string
-	launcher *launcher
 }
 
 func startSink(ctx context.Context, t *testing.T, bin string) *sink {
@@ -39,14 +38,13 @@ func startSink(ctx context.Context, t *testing.T, bin string) *sink {
 	s := &sink{
 		Endpoint: net.JoinHostPort("127.0.0.1", fmt.Sprint(port)),
 		file:     filepath.Join(dir, "received.jsonl"),
-		launcher: wrapCollector(t, bin),
 	}
 	config, err := filepath.Abs("testdata/otlp-sink.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.col = startCollectorWith(ctx, t, testenv.CollectorOptions{
-		Bin:    s.launcher.Bin,
+		Bin:    bin,
 		Config: config,
 		Dir:    dir,
 		Env:    []string{"SINK_OTLP_ENDPOINT=" + s.Endpoint, "SINK_FILE=" + s.file},
@@ -58,17 +56,17 @@ func startSink(ctx context.Context, t *testing.T, bin string) *sink {
 // backend that accepts connections and never answers.
 func (s *sink) freeze(t *testing.T) {
 	t.Helper()
-	if err := s.launcher.signal(syscall.SIGSTOP); err != nil {
+	if err := s.col.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	// Registered after the collector's own cleanup, so it runs first: a stopped
 	// process would not act on the SIGTERM that stops it.
-	t.Cleanup(func() { _ = s.launcher.signal(syscall.SIGCONT) })
+	t.Cleanup(func() { _ = s.col.Signal(syscall.SIGCONT) })
 }
 
 func (s *sink) thaw(t *testing.T) {
 	t.Helper()
-	if err := s.launcher.signal(syscall.SIGCONT); err != nil {
+	if err := s.col.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -41,6 +41,9 @@ type CollectorOptions struct {
 	Bin string
 	// Config is the configuration file; "" means the shipped one.
 	Config string
+	// ExtraConfigs are merged over Config, in order (the collector's repeated --config),
+	// e.g. the shipped otlp.yaml overlay.
+	ExtraConfigs []string
 	// Env is added to the collector's environment, e.g. K8S_NODE_NAME.
 	Env []string
 	// Dir receives the log file.
@@ -72,7 +75,11 @@ func StartCollector(ctx context.Context, opts CollectorOptions) (*Collector, err
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(opts.Bin, "--config", opts.Config)
+	args := []string{"--config", opts.Config}
+	for _, c := range opts.ExtraConfigs {
+		args = append(args, "--config", c)
+	}
+	cmd := exec.Command(opts.Bin, args...)
 	cmd.Env = append(append(os.Environ(), opts.Env...), "PROMETHEUS_ENDPOINT="+endpoint)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Dies with its parent, so that a crashed test leaves no collector behind.
@@ -137,6 +144,12 @@ func (c *Collector) Lines(ctx context.Context, name string) ([]string, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// Signal sends sig to the collector, e.g. SIGSTOP to play a backend that accepts
+// connections and never answers.
+func (c *Collector) Signal(sig syscall.Signal) error {
+	return c.cmd.Process.Signal(sig)
 }
 
 // Stop ends the collector with SIGTERM, then SIGKILL if it does not exit in time.
