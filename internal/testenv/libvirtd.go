@@ -487,26 +487,14 @@ done
 
 // startReaper starts the watchdog described at reaperScript.
 func (d *Libvirtd) startReaper() error {
-	r, w, err := os.Pipe() // close-on-exec: libvirtd and QEMU do not inherit w
-	if err != nil {
-		return err
-	}
 	rmDir := ""
 	if d.ownDir {
 		rmDir = d.dir
 	}
-	cmd := exec.Command("/bin/sh", "-c", reaperScript, "testenv-reaper", d.homeDir, rmDir)
-	cmd.Stdin = r
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
-	// Own session: a Ctrl-C to the test's process group must not kill the
-	// reaper before it has done its job. No Pdeathsig, for the same reason.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		r.Close()
-		w.Close()
-		return fmt.Errorf("starting reaper: %w", err)
+	cmd, w, err := startWatchdog("testenv-reaper", reaperScript, d.homeDir, rmDir)
+	if err != nil {
+		return err
 	}
-	r.Close()
 	d.reaper, d.reaperPipe = cmd, w
 	return nil
 }

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -206,21 +205,10 @@ func (n *Node) startReaper() error {
 	if dir == "" && link == "" {
 		return nil
 	}
-	r, w, err := os.Pipe()
+	cmd, w, err := startWatchdog("testenv-node-reaper", nodeReaperScript, dir, link)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("/bin/sh", "-c", nodeReaperScript, "testenv-node-reaper", dir, link)
-	cmd.Stdin = r
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
-	// Own session, so that a Ctrl-C to the owner's process group spares it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		r.Close()
-		w.Close()
-		return fmt.Errorf("starting node reaper: %w", err)
-	}
-	r.Close()
 	n.reaper, n.reaperPipe = cmd, w
 	return nil
 }
