@@ -91,6 +91,23 @@ func (st *Set) Take() (live, removed []Series) {
 	return live, removed
 }
 
+// Unsent gives back retractions that Take returned but that could not be delivered,
+// so that the next Take returns them again; a series that is live again meanwhile needs
+// none.
+func (st *Set) Unsent(removed []Series) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	live := make(map[Series]bool, len(st.live))
+	for _, s := range st.live {
+		live[s] = true
+	}
+	for _, s := range removed {
+		if !live[s] {
+			st.removed[s] = struct{}{}
+		}
+	}
+}
+
 // Changed is signalled, coalesced, after every change to the set.
 func (st *Set) Changed() <-chan struct{} {
 	return st.changed

@@ -63,3 +63,20 @@ func TestSetSignalsChangesOnlyWhenSomethingChanged(t *testing.T) {
 	default:
 	}
 }
+
+func TestSetUnsentRetractionsComeBackUnlessLiveAgain(t *testing.T) {
+	st := NewSet()
+	st.Put("default/my-vm", vmKVM)
+	st.Put("prod/db", other)
+	st.Take()
+	st.Delete("default/my-vm")
+	st.Delete("prod/db")
+	_, removed := st.Take()
+	st.Put("prod/db", other) // back before the failed batch could be resent
+	st.Unsent(removed)
+
+	live, again := st.Take()
+	if !reflect.DeepEqual(again, []Series{vmKVM}) || !reflect.DeepEqual(live, []Series{other}) {
+		t.Fatalf("after Unsent: Take() = %v, %v; want live [db], removed [my-vm]", live, again)
+	}
+}

@@ -48,12 +48,15 @@ func (r *kubevirtReceiver) emitLoop(ctx context.Context) {
 		case <-r.series.Changed():
 		case <-ticker.C:
 		}
-		md := e.build(pcommon.NewTimestampFromTime(time.Now()))
+		md, removed := e.build(pcommon.NewTimestampFromTime(time.Now()))
 		if md.DataPointCount() == 0 {
 			continue
 		}
 		if err := r.next.ConsumeMetrics(ctx, md); err != nil {
-			r.logger.Warn("Failed to pass on hypervisor metrics", zap.Error(err))
+			// Live series go out again with the next batch anyway; retractions would be
+			// lost, and their series left on the endpoint until metric_expiration.
+			r.series.Unsent(removed)
+			r.logger.Warn("Failed to pass on hypervisor metrics; retrying with the next batch", zap.Error(err))
 		}
 	}
 }
@@ -63,7 +66,7 @@ func (r *kubevirtReceiver) emitLoop(ctx context.Context) {
 // it at once instead of letting it linger until it expires), and the detection
 // statistics. Retractions share the live points' resource and scope, because the
 // Prometheus exporter identifies a series by those too.
-func (e *emitter) build(now pcommon.Timestamp) pmetric.Metrics {
+func (e *emitter) build(now pcommon.Timestamp) (md pmetric.Metrics, removed []series.Series) {
 	live, removed := e.set.Take()
 	for _, s := range live {
 		record(e.mb, s, now)
@@ -73,7 +76,7 @@ func (e *emitter) build(now pcommon.Timestamp) pmetric.Metrics {
 		record(e.mb, s, now)
 	}
 	e.stats.recordFailures(e.mb, now)
-	md := e.mb.Emit(metadata.WithResource(e.resource))
+	md = e.mb.Emit(metadata.WithResource(e.resource))
 	metrics := e.scopeMetrics(md)
 	for i := range metrics.Len() {
 		if metrics.At(i).Name() == infoMetric {
@@ -82,7 +85,7 @@ func (e *emitter) build(now pcommon.Timestamp) pmetric.Metrics {
 		}
 	}
 	e.stats.duration.AppendTo(metrics, durationMetric, durationDesc, now)
-	return md
+	return md, removed
 }
 
 // scopeMetrics returns the batch's only metric slice, creating the resource and scope

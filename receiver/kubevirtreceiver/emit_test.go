@@ -1,11 +1,14 @@
 package kubevirtreceiver
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
@@ -63,7 +66,7 @@ func TestBuildMetricsEmitsLiveSeriesAndOneRetractionPerMetric(t *testing.T) {
 		{"default", "my-vm", "worker-node-1", "kvm", 1, false},
 		{"default", "tcg", "worker-node-1", "qemu-tcg", 1, false},
 		{"prod", "db", "worker-node-1", "unknown", 1, false},
-	}, points(t, e.build(now)))
+	}, points(t, metricsOf(e.build(now))))
 
 	set.Delete("default/tcg")
 	set.Put("prod/db", series.Series{Namespace: "prod", Name: "db", Node: "worker-node-1", Type: hypervisor.MSHV})
@@ -72,16 +75,16 @@ func TestBuildMetricsEmitsLiveSeriesAndOneRetractionPerMetric(t *testing.T) {
 		{"prod", "db", "worker-node-1", "mshv", 1, false},
 		{"default", "tcg", "worker-node-1", "qemu-tcg", 0, true},
 		{"prod", "db", "worker-node-1", "unknown", 0, true},
-	}, points(t, e.build(now)))
+	}, points(t, metricsOf(e.build(now))))
 
 	set.Delete("default/my-vm")
 	set.Delete("prod/db")
 	assert.ElementsMatch(t, []point{
 		{"default", "my-vm", "worker-node-1", "kvm", 0, true},
 		{"prod", "db", "worker-node-1", "mshv", 0, true},
-	}, points(t, e.build(now)))
+	}, points(t, metricsOf(e.build(now))))
 
-	assert.Zero(t, e.build(now).DataPointCount(), "nothing to say once everything is retracted")
+	assert.Zero(t, metricsOf(e.build(now)).DataPointCount(), "nothing to say once everything is retracted")
 }
 
 func TestBuildMetricsHonoursDisabledMetric(t *testing.T) {
@@ -92,7 +95,7 @@ func TestBuildMetricsHonoursDisabledMetric(t *testing.T) {
 	set.Put("default/my-vm", series.Series{Namespace: "default", Name: "my-vm", Node: "n", Type: hypervisor.KVM})
 	set.Take()
 	set.Delete("default/my-vm")
-	assert.Zero(t, e.build(pcommon.NewTimestampFromTime(time.Now())).DataPointCount())
+	assert.Zero(t, metricsOf(e.build(pcommon.NewTimestampFromTime(time.Now()))).DataPointCount())
 }
 
 func testEmitter(cfg metadata.MetricsBuilderConfig, set *series.Set) *emitter {
@@ -108,12 +111,12 @@ func TestBuildIncludesDetectionStatistics(t *testing.T) {
 	set := series.NewSet()
 	e := testEmitter(metadata.DefaultMetricsBuilderConfig(), set)
 	now := pcommon.NewTimestampFromTime(time.Now())
-	assert.Zero(t, e.build(now).DataPointCount(), "nothing detected, nothing to say")
+	assert.Zero(t, metricsOf(e.build(now)).DataPointCount(), "nothing detected, nothing to say")
 
 	e.stats.duration.Observe(2 * time.Millisecond)
 	e.stats.fail(metadata.AttributeReasonDomainMissing)
 	e.stats.fail(metadata.AttributeReasonDomainMissing)
-	md := e.build(now)
+	md := metricsOf(e.build(now))
 	ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
 	found := map[string]bool{}
 	for i := range ms.Len() {
@@ -131,4 +134,42 @@ func TestBuildIncludesDetectionStatistics(t *testing.T) {
 	}
 	assert.Equal(t, map[string]bool{durationMetric: true, "kubevirt.vmi.hypervisor.detection.failures": true}, found)
 	assert.Equal(t, metadata.ScopeName, md.ResourceMetrics().At(0).ScopeMetrics().At(0).Scope().Name())
+}
+
+func metricsOf(md pmetric.Metrics, _ []series.Series) pmetric.Metrics { return md }
+
+// TestRetractionSurvivesARefusedBatch: a pipeline that refuses a batch (memory_limiter
+// under pressure) must not lose a retraction, or the series would stay on the endpoint
+// until metric_expiration.
+func TestRetractionSurvivesARefusedBatch(t *testing.T) {
+	batches := make(chan pmetric.Metrics, 10)
+	refused := false
+	next, err := consumer.NewMetrics(func(_ context.Context, md pmetric.Metrics) error {
+		if ps := points(t, md); !refused && len(ps) > 0 && ps[0].retracted {
+			refused = true
+			return errors.New("data refused due to high memory usage")
+		}
+		batches <- md
+		return nil
+	})
+	require.NoError(t, err)
+	cfg := createDefaultConfig().(*Config)
+	cfg.CollectionInterval = 20 * time.Millisecond
+	r := newReceiver(receivertest.NewNopSettings(metadata.Type), cfg, next)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.emitLoop(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	vm := series.Series{Namespace: "default", Name: "my-vm", Node: "n", Type: hypervisor.KVM}
+	r.series.Put("default/my-vm", vm)
+	require.Equal(t, []point{{"default", "my-vm", "n", "kvm", 1, false}}, points(t, <-batches))
+	r.series.Delete("default/my-vm")
+	for md := range batches {
+		if ps := points(t, md); len(ps) > 0 {
+			require.True(t, refused, "the first retraction was not refused")
+			require.Equal(t, []point{{"default", "my-vm", "n", "kvm", 0, true}}, ps)
+			return
+		}
+	}
 }

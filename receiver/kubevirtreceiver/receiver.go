@@ -92,14 +92,15 @@ func (r *kubevirtReceiver) Start(_ context.Context, _ component.Host) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
+	// The queue exists before anything can call enqueue, and nothing after it can fail.
+	r.watcher, err = vmi.NewWatcher(client, r.cfg.NodeName, r.logger, r.enqueue)
+	if err != nil {
+		return err
+	}
 	r.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.NewTypedItemExponentialFailureRateLimiter[string](r.retryBase, r.retryMax),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "kubevirt-vmi"},
 	)
-	r.watcher, err = vmi.NewWatcher(client, r.cfg.NodeName, r.logger, r.queue.Add)
-	if err != nil {
-		return err
-	}
 	handlers := domain.Handlers{DomainStarted: r.domainStarted, Connected: r.libvirtConnected}
 	switch r.cfg.Libvirt.Source {
 	case SourceLauncher:
@@ -135,11 +136,14 @@ func (r *kubevirtReceiver) Shutdown(context.Context) error {
 	return nil
 }
 
+// enqueue asks for the VMI key to be detected (again).
+func (r *kubevirtReceiver) enqueue(key string) { r.queue.Add(key) }
+
 // domainStarted queues the VMI behind a domain that started, resumed, was restored or
 // migrated in.
 func (r *kubevirtReceiver) domainStarted(name string) {
 	if ns, n, ok := domain.SplitName(name); ok {
-		r.queue.Add(ns + "/" + n)
+		r.enqueue(ns + "/" + n)
 	}
 }
 
@@ -152,7 +156,7 @@ func (r *kubevirtReceiver) libvirtConnected() {
 			continue
 		}
 		r.queue.Forget(key)
-		r.queue.Add(key)
+		r.enqueue(key)
 	}
 }
 
