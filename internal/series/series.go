@@ -21,7 +21,11 @@ type Series struct {
 type Set struct {
 	mu      sync.Mutex
 	live    map[string]Series
-	removed map[Series]struct{}
+	// removed holds the series to retract, with how many batches carrying their
+	// retraction failed so far.
+	removed map[Series]int
+	// unsent is what the last Take handed out, for Unsent to count against.
+	unsent map[Series]int
 	changed chan struct{}
 }
 
@@ -29,7 +33,8 @@ type Set struct {
 func NewSet() *Set {
 	return &Set{
 		live:    map[string]Series{},
-		removed: map[Series]struct{}{},
+		removed: map[Series]int{},
+		unsent:  map[Series]int{},
 		changed: make(chan struct{}, 1),
 	}
 }
@@ -44,7 +49,7 @@ func (st *Set) Put(key string, s Series) {
 		return
 	}
 	if had {
-		st.removed[old] = struct{}{}
+		st.removed[old] = 0
 	}
 	delete(st.removed, s)
 	st.live[key] = s
@@ -60,7 +65,7 @@ func (st *Set) Delete(key string) {
 		return
 	}
 	delete(st.live, key)
-	st.removed[old] = struct{}{}
+	st.removed[old] = 0
 	st.signal()
 }
 
@@ -82,8 +87,10 @@ func (st *Set) Take() (live, removed []Series) {
 		live = append(live, s)
 	}
 	removed = make([]Series, 0, len(st.removed))
-	for s := range st.removed {
+	clear(st.unsent)
+	for s, failed := range st.removed {
 		removed = append(removed, s)
+		st.unsent[s] = failed
 	}
 	clear(st.removed)
 	sortSeries(live)
@@ -91,9 +98,14 @@ func (st *Set) Take() (live, removed []Series) {
 	return live, removed
 }
 
-// Unsent gives back retractions that Take returned but that could not be delivered,
-// so that the next Take returns them again; a series that is live again meanwhile needs
-// none.
+// MaxUnsent is how many failed batches a retraction rides in before it is given up: a
+// pipeline that keeps failing (a backend down for good) must not make the set of
+// pending retractions grow without bound.
+const MaxUnsent = 3
+
+// Unsent gives back retractions that the last Take returned but that could not be
+// delivered, so that the next Take returns them again, up to MaxUnsent times; a series
+// that is live again meanwhile needs none.
 func (st *Set) Unsent(removed []Series) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -102,9 +114,11 @@ func (st *Set) Unsent(removed []Series) {
 		live[s] = true
 	}
 	for _, s := range removed {
-		if !live[s] {
-			st.removed[s] = struct{}{}
+		failed := st.unsent[s] + 1
+		if _, pending := st.removed[s]; pending || live[s] || failed >= MaxUnsent {
+			continue
 		}
+		st.removed[s] = failed
 	}
 }
 

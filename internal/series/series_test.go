@@ -80,3 +80,20 @@ func TestSetUnsentRetractionsComeBackUnlessLiveAgain(t *testing.T) {
 		t.Fatalf("after Unsent: Take() = %v, %v; want live [db], removed [my-vm]", live, again)
 	}
 }
+
+func TestSetGivesUpARetractionAfterMaxUnsentFailures(t *testing.T) {
+	st := NewSet()
+	st.Put("default/my-vm", vmKVM)
+	st.Take()
+	st.Delete("default/my-vm")
+	for i := range MaxUnsent {
+		_, removed := st.Take()
+		if len(removed) != 1 {
+			t.Fatalf("attempt %d: removed = %v, want the retraction", i+1, removed)
+		}
+		st.Unsent(removed)
+	}
+	if _, removed := st.Take(); len(removed) != 0 {
+		t.Fatalf("after %d failed batches the retraction is still pending: %v", MaxUnsent, removed)
+	}
+}
