@@ -8,20 +8,44 @@ import (
 	"sync"
 	"time"
 
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/launcher"
 )
 
-// Reader returns the live XML of a VMI's domain from wherever libvirt keeps it.
+// Reader detects the hypervisor of a VMI's domain from wherever libvirt keeps it.
 type Reader interface {
-	// DomainXML returns the XML of the VMI's running domain and says where it was
-	// read. An error wrapping ErrNotFound means there is no such domain yet.
-	DomainXML(ctx context.Context, key string, v launcher.VMI) (xml, from string, err error)
+	// Detect reads the VMI's running domain and its hypervisor. An error wrapping
+	// ErrNotFound means there is no such domain yet; one wrapping ErrInvalidXML, that
+	// what libvirt gave could not be read (Result.XML holds it).
+	Detect(ctx context.Context, key string, v launcher.VMI) (Result, error)
 	// Run keeps connections up and events flowing until ctx ends.
 	Run(ctx context.Context)
 	// Forget releases what was held for the VMI key, which is gone from this node.
 	Forget(key string)
 	// Close closes every connection.
 	Close()
+}
+
+// ErrInvalidXML means a domain's XML could not be parsed.
+var ErrInvalidXML = errors.New("invalid domain XML")
+
+// Result is what a Reader found.
+type Result struct {
+	hypervisor.Detection
+	// XML is the domain XML the detection read.
+	XML string
+	// From says where it was read: a libvirt URI, a socket or a status file.
+	From string
+}
+
+// detect reads xml's hypervisor into a Result.
+func detect(xml, from string) (Result, error) {
+	det, err := hypervisor.Detect(xml)
+	res := Result{Detection: det, XML: xml, From: from}
+	if err != nil {
+		return res, fmt.Errorf("%w from %s: %w", ErrInvalidXML, from, err)
+	}
+	return res, nil
 }
 
 // URIReader reads every domain from the one libvirt at a URI.
@@ -34,10 +58,13 @@ func NewURIReader(uri string, timeout time.Duration, h Handlers) *URIReader {
 	return &URIReader{client: NewClient(uri, timeout, h)}
 }
 
-// DomainXML implements Reader.
-func (r *URIReader) DomainXML(ctx context.Context, _ string, v launcher.VMI) (string, string, error) {
+// Detect implements Reader.
+func (r *URIReader) Detect(ctx context.Context, _ string, v launcher.VMI) (Result, error) {
 	xml, err := r.client.DomainXML(ctx, Name(v.Namespace, v.Name))
-	return xml, r.client.URI(), err
+	if err != nil {
+		return Result{From: r.client.URI()}, err
+	}
+	return detect(xml, r.client.URI())
 }
 
 // Run implements Reader.
@@ -84,30 +111,38 @@ func NewLauncherReader(podsDir, node string, timeout time.Duration, h Handlers) 
 	}
 }
 
-// DomainXML implements Reader. A VMI with no launcher on this node, or whose
-// launcher's socket does not exist yet, has no domain yet.
-func (r *LauncherReader) DomainXML(ctx context.Context, key string, v launcher.VMI) (string, string, error) {
+// Detect implements Reader. A VMI with no launcher on this node, or whose launcher's
+// socket does not exist yet, has no domain yet. A status file that cannot be read or
+// parsed is passed over for the socket, which is the authority.
+func (r *LauncherReader) Detect(ctx context.Context, key string, v launcher.VMI) (Result, error) {
 	launchers, err := launcher.Find(r.podsDir, r.node, v)
 	if errors.Is(err, launcher.ErrNoLauncher) {
-		return "", "", fmt.Errorf("%w: %w", ErrNotFound, err)
+		return Result{}, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	if err != nil {
-		return "", "", err
+		return Result{}, err
 	}
 	// Two launchers on one node only while a VMI migrates within the node. Both run the
 	// same kind of domain; the first that answers is as good as the other.
 	var errs []error
+	var last Result
 	for _, l := range launchers {
-		xml, err := l.ReadStatus()
-		if err == nil {
-			return xml, l.StatusFile, nil
-		}
-		if !errors.Is(err, launcher.ErrNoStatusFile) {
+		if xml, err := l.ReadStatus(); err == nil {
+			res, err := detect(xml, l.StatusFile)
+			if err == nil {
+				return res, nil
+			}
+			last, errs = res, append(errs, err)
+		} else if !errors.Is(err, launcher.ErrNoStatusFile) {
 			errs = append(errs, err)
 		}
-		xml, err = r.fromSocket(ctx, key, l)
+		xml, err := r.fromSocket(ctx, key, l)
 		if err == nil {
-			return xml, l.Socket, nil
+			res, err := detect(xml, l.Socket)
+			if err == nil {
+				return res, nil
+			}
+			last = res
 		}
 		errs = append(errs, err)
 	}
@@ -115,7 +150,7 @@ func (r *LauncherReader) DomainXML(ctx context.Context, key string, v launcher.V
 	if allNotFound(errs) {
 		err = fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
-	return "", "", err
+	return last, err
 }
 
 func allNotFound(errs []error) bool {

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/metadata"
 )
 
 // TestLauncherSourceOnAKubeletStyleNode runs the receiver the way the DaemonSet runs it:
@@ -54,6 +55,20 @@ func TestLauncherSourceOnAKubeletStyleNode(t *testing.T) {
 	setPaused(t, api, "legacy", "slow", true)
 	waitFor(t, "a detection from the status file", func() bool { return detections(r) > before })
 	require.Equal(t, "qemu-tcg", currentType(r, "legacy/slow"))
+
+	// A status file that does not parse is passed over for the socket, the authority.
+	require.NoError(t, os.WriteFile(fast.StatusFile(), []byte("<domstatus><domain type='kvm'>truncat"), 0o600))
+	before = detections(r)
+	setPaused(t, api, "default", "fast", false)
+	waitFor(t, "a detection past a broken status file", func() bool { return detections(r) > before })
+	require.Equal(t, reported, currentType(r, "default/fast"))
+	require.Zero(t, failures(r, metadata.AttributeReasonInvalidXML))
+
+	// With no socket to fall back on, it is reported unknown, counted as invalid_xml.
+	require.NoError(t, os.WriteFile(slow.StatusFile(), []byte("not xml"), 0o600))
+	setPaused(t, api, "legacy", "slow", false)
+	waitView(t, v, map[string]string{"default/fast": reported, "legacy/slow": "unknown"}, 10*time.Second)
+	require.Positive(t, failures(r, metadata.AttributeReasonInvalidXML))
 
 	// The launcher pod goes away with its VMI.
 	require.NoError(t, slow.Stop())

@@ -198,10 +198,17 @@ func (r *kubevirtReceiver) sync(ctx context.Context, key string) error {
 
 	// Observed last, so that anyone who sees the count go up also sees the outcome.
 	defer func(start time.Time) { r.stats.duration.Observe(time.Since(start)) }(time.Now())
-	xml, from, err := r.domains.DomainXML(ctx, key, launcher.VMI{
+	res, err := r.domains.Detect(ctx, key, launcher.VMI{
 		Namespace: v.Namespace, Name: v.Name, ActivePods: v.ActivePods, RuntimeUser: v.RuntimeUser,
 	})
 	switch {
+	case errors.Is(err, domain.ErrInvalidXML):
+		r.stats.fail(metadata.AttributeReasonInvalidXML)
+		r.logger.Warn("Failed to parse domain XML; reporting unknown", zap.String("vmi", key), zap.Error(err))
+		r.logger.Debug("Domain XML", zap.String("vmi", key), zap.String("from", res.From), zap.String("xml", res.XML))
+		s.Type = hypervisor.Unknown
+		r.series.Put(key, s)
+		return nil
 	case errors.Is(err, domain.ErrNotFound):
 		// Running in Kubernetes before libvirt has started the domain: wait for it.
 		r.stats.fail(metadata.AttributeReasonDomainMissing)
@@ -220,24 +227,16 @@ func (r *kubevirtReceiver) sync(ctx context.Context, key string) error {
 		}
 		r.series.Put(key, s)
 		return errRetry
-	}
-
-	det, err := hypervisor.Detect(xml)
-	switch {
-	case err != nil:
-		r.stats.fail(metadata.AttributeReasonInvalidXML)
-		r.logger.Warn("Failed to parse domain XML; reporting unknown", zap.String("vmi", key), zap.Error(err))
-		r.logger.Debug("Domain XML", zap.String("vmi", key), zap.String("xml", xml))
-	case det.Type == hypervisor.Unknown:
+	case res.Type == hypervisor.Unknown:
 		r.stats.fail(metadata.AttributeReasonUnsupportedType)
-		r.logger.Warn("Unsupported domain type; reporting unknown", zap.String("vmi", key), zap.String("domain_type", det.DomainType))
-		r.logger.Debug("Domain XML", zap.String("vmi", key), zap.String("xml", xml))
+		r.logger.Warn("Unsupported domain type; reporting unknown", zap.String("vmi", key), zap.String("domain_type", res.DomainType))
+		r.logger.Debug("Domain XML", zap.String("vmi", key), zap.String("from", res.From), zap.String("xml", res.XML))
 	default:
-		r.logger.Debug("Detected hypervisor", zap.String("vmi", key), zap.String("hypervisor_type", string(det.Type)), zap.String("from", from))
+		r.logger.Debug("Detected hypervisor", zap.String("vmi", key), zap.String("hypervisor_type", string(res.Type)), zap.String("from", res.From))
 	}
-	s.Type = det.Type
+	s.Type = res.Type
 	r.series.Put(key, s)
-	r.remember(key, knownType{pods: pods, typ: det.Type})
+	r.remember(key, knownType{pods: pods, typ: res.Type})
 	return nil
 }
 
