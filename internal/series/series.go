@@ -19,13 +19,13 @@ type Series struct {
 
 // Set is the current set of series keyed by VMI key. It is safe for concurrent use.
 type Set struct {
-	mu      sync.Mutex
-	live    map[string]Series
+	mu   sync.Mutex
+	live map[string]Series
 	// removed holds the series to retract, with how many batches carrying their
 	// retraction failed so far.
 	removed map[Series]int
 	// unsent is what the last Take handed out, for Unsent to count against.
-	unsent map[Series]int
+	unsent  map[Series]int
 	changed chan struct{}
 }
 

@@ -7,11 +7,9 @@ import (
 	"maps"
 	"slices"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Resource is the KubeVirt VMI resource the receiver watches.
@@ -24,12 +22,17 @@ const NodeLabel = "kubevirt.io/nodeName"
 // PhaseRunning is the VMI phase in which a domain exists and is reported.
 const PhaseRunning = "Running"
 
-// VMI is the slim view of a VirtualMachineInstance the receiver keeps in its informer
-// cache: only the fields detection needs, so that thousands of VMIs cost little memory.
+// VMI is the slim view of a VirtualMachineInstance: only the fields detection needs.
+// The informer's cache holds it packed smaller still (see cached); Watcher.Get and
+// Watcher.List unpack it.
 type VMI struct {
-	// ObjectMeta holds only namespace, name, UID and resourceVersion: the informer's
-	// cache needs them as object metadata to key and version the VMI.
-	metav1.ObjectMeta
+	// Namespace and Name are metadata.namespace and metadata.name.
+	Namespace, Name string
+	// UID is metadata.uid: a VMI deleted and created again under the same name has a
+	// new one.
+	UID types.UID
+	// ResourceVersion is metadata.resourceVersion.
+	ResourceVersion string
 	// Phase is status.phase.
 	Phase string
 	// NodeName is status.nodeName, the node whose launcher pod runs the domain.
@@ -47,17 +50,6 @@ type VMI struct {
 // Key is the VMI's work-queue and cache key, namespace/name.
 func (v *VMI) Key() string {
 	return v.Namespace + "/" + v.Name
-}
-
-// GetObjectKind lets the VMI live in a client-go cache; the slim view has no kind.
-func (v *VMI) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
-
-// DeepCopyObject lets the VMI live in a client-go cache.
-func (v *VMI) DeepCopyObject() runtime.Object {
-	c := *v
-	v.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
-	c.ActivePods = maps.Clone(v.ActivePods)
-	return &c
 }
 
 // Reportable says whether the VMI should have a series on node, and if not, why.
@@ -80,12 +72,12 @@ func (v *VMI) Reportable(node string) (bool, string) {
 // so one malformed VMI cannot stop the watch.
 func FromUnstructured(u *unstructured.Unstructured) *VMI {
 	obj := u.Object
-	v := &VMI{ObjectMeta: metav1.ObjectMeta{
+	v := &VMI{
 		Namespace:       u.GetNamespace(),
 		Name:            u.GetName(),
 		UID:             u.GetUID(),
 		ResourceVersion: u.GetResourceVersion(),
-	}}
+	}
 	v.Phase, _, _ = unstructured.NestedString(obj, "status", "phase")
 	v.NodeName, _, _ = unstructured.NestedString(obj, "status", "nodeName")
 	if pods, ok, _ := unstructured.NestedStringMap(obj, "status", "activePods"); ok && len(pods) > 0 {

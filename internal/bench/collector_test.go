@@ -1,0 +1,184 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
+)
+
+// collector is a running otelcol-kubevirt process, built by `make build`.
+type collector struct {
+	*testenv.Collector
+	pid int
+}
+
+// One collector runs at a time, so that a benchmark's CPU figures are not shared with
+// an idle collector left over from the previous one.
+var (
+	current    *collector
+	currentKey string
+)
+
+// collectorFor returns the running collector for key, stopping any other first and
+// starting it with start.
+func collectorFor(b *testing.B, key string, start func() (*collector, error)) *collector {
+	b.Helper()
+	if currentKey == key {
+		return current
+	}
+	if current != nil {
+		if err := current.Stop(); err != nil {
+			b.Fatal(err)
+		}
+		current, currentKey = nil, ""
+	}
+	c, err := start()
+	var skip skipError
+	if errors.As(err, &skip) {
+		b.Skip(skip.Error())
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	atExit(c.Stop)
+	current, currentKey = c, key
+	return c
+}
+
+// startCollector runs the built collector with a configuration derived from the
+// shipped one (see benchConfig), watching node of c with libvirt at uri.
+func startCollector(c *cluster, node, uri string, p pipeline) (*collector, error) {
+	bin := os.Getenv(testenv.CollectorBinEnv)
+	if bin == "" {
+		return nil, skipError{fmt.Errorf("%s is not set; `make bench` builds the collector and sets it", testenv.CollectorBinEnv)}
+	}
+	dir, err := tempDir()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := benchConfig(dir, p)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	col, err := testenv.StartCollector(ctx, testenv.CollectorOptions{
+		Bin: bin, Config: cfg, Dir: dir,
+		Env: []string{"K8S_NODE_NAME=" + node, "KUBECONFIG=" + c.api.KubeconfigPath, "LIBVIRT_URI=" + uri},
+	})
+	if err != nil {
+		return nil, err
+	}
+	pids, err := childPIDs(filepath.Base(bin)[:min(15, len(filepath.Base(bin)))])
+	if err != nil || len(pids) != 1 {
+		_ = col.Stop()
+		return nil, fmt.Errorf("finding the collector's pid: %v (candidates %v)", err, pids)
+	}
+	return &collector{Collector: col, pid: pids[0]}, nil
+}
+
+// pipeline says which processors of the shipped pipeline a benchmark keeps.
+type pipeline string
+
+const (
+	// shipped keeps them all: memory_limiter and batch.
+	shipped pipeline = "shipped"
+	// noBatch drops the batch processor, to show what it adds to the latency.
+	noBatch pipeline = "nobatch"
+	// bare drops every processor: the receiver straight into the Prometheus exporter,
+	// to show what the processors' timers cost an idle collector.
+	bare pipeline = "bare"
+)
+
+// benchConfig writes the shipped collector configuration with what the benchmarks
+// need changed, and returns its path. Everything else (the batch processor's 200ms
+// timeout, memory_limiter, the Prometheus exporter's settings, collection_interval)
+// stays as shipped, so that a change there shows up in the figures:
+//
+//   - libvirt.source "uri" at $LIBVIRT_URI: one test-driver node for all VMIs;
+//   - auth_type kubeConfig: the API server is the harness's, reached via $KUBECONFIG;
+//   - the processors p leaves out.
+func benchConfig(dir string, p pipeline) (string, error) {
+	shipped, err := os.ReadFile(filepath.Join(repoRoot(), testenv.ShippedConfig))
+	if err != nil {
+		return "", err
+	}
+	var cfg map[string]any
+	if err := yaml.Unmarshal(shipped, &cfg); err != nil {
+		return "", err
+	}
+	rcv, ok := dig(cfg, "receivers", "kubevirt")
+	if !ok {
+		return "", errors.New("shipped config has no receivers::kubevirt")
+	}
+	rcv["auth_type"] = "kubeConfig"
+	rcv["libvirt"] = map[string]any{"source": "uri", "uri": "${env:LIBVIRT_URI}"}
+	metrics, ok := dig(cfg, "service", "pipelines", "metrics")
+	if !ok {
+		return "", errors.New("shipped config has no service::pipelines::metrics")
+	}
+	procs, _ := metrics["processors"].([]any)
+	if !slices.Contains(procs, any("batch")) {
+		return "", fmt.Errorf("shipped pipeline has no batch processor (processors %v): revisit the benchmark", procs)
+	}
+	switch p {
+	case noBatch:
+		metrics["processors"] = slices.DeleteFunc(procs, func(p any) bool { return p == "batch" })
+	case bare:
+		delete(metrics, "processors")
+	}
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, string(p)+".yaml")
+	return path, os.WriteFile(path, out, 0o600)
+}
+
+// dig returns the map at path in cfg.
+func dig(cfg map[string]any, path ...string) (map[string]any, bool) {
+	for _, p := range path {
+		next, ok := cfg[p].(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		cfg = next
+	}
+	return cfg, true
+}
+
+// repoRoot is the repository root: `go test` runs in the package directory.
+func repoRoot() string {
+	return filepath.Join("..", "..")
+}
+
+// infoLine is the exact line the endpoint shows for a running VMI.
+func infoLine(ns, name, node, typ string) string {
+	return fmt.Sprintf(`kubevirt_vmi_hypervisor_info{hypervisor_type=%q,name=%q,namespace=%q,node=%q} 1`, typ, name, ns, node)
+}
+
+// reportedType is the hypervisor_type of the i-th domain testDriverNode writes.
+func reportedType(i int) string {
+	return []string{"kvm", "qemu-tcg", "mshv"}[i%3]
+}
+
+// countLines returns how many lines of body start with prefix.
+func countLines(body, prefix string) int {
+	n := 0
+	for line := range strings.Lines(body) {
+		if strings.HasPrefix(line, prefix) {
+			n++
+		}
+	}
+	return n
+}
