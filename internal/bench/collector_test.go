@@ -79,12 +79,7 @@ func startCollector(c *cluster, node, uri string, p pipeline) (*collector, error
 	if err != nil {
 		return nil, err
 	}
-	pids, err := childPIDs(filepath.Base(bin)[:min(15, len(filepath.Base(bin)))])
-	if err != nil || len(pids) != 1 {
-		_ = col.Stop()
-		return nil, fmt.Errorf("finding the collector's pid: %v (candidates %v)", err, pids)
-	}
-	return &collector{Collector: col, pid: pids[0]}, nil
+	return &collector{Collector: col, pid: col.PID()}, nil
 }
 
 // pipeline says which processors of the shipped pipeline a benchmark keeps.

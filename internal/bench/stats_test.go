@@ -99,19 +99,6 @@ func rssBytes(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS for %d", pid)
 }
 
-// childPIDs returns the pids of this process's children whose command (comm, at most
-// 15 bytes) starts with comm.
-func childPIDs(comm string) ([]int, error) {
-	return pidsWhere(func(pid int, stat string) bool {
-		open, closing := strings.IndexByte(stat, '('), strings.LastIndexByte(stat, ')')
-		if open < 0 || closing < open {
-			return false
-		}
-		f := strings.Fields(stat[closing+2:])
-		return strings.HasPrefix(stat[open+1:closing], comm) && len(f) > 1 && f[1] == strconv.Itoa(os.Getpid())
-	})
-}
-
 // pidsWhere returns the pids of processes whose /proc/<pid>/stat satisfies keep.
 func pidsWhere(keep func(pid int, stat string) bool) ([]int, error) {
 	entries, err := os.ReadDir("/proc")

@@ -146,6 +146,11 @@ func (c *Collector) Lines(ctx context.Context, name string) ([]string, error) {
 	return out, sc.Err()
 }
 
+// PID is the collector's process id, e.g. for reading its CPU time from /proc.
+func (c *Collector) PID() int {
+	return c.cmd.Process.Pid
+}
+
 // Signal sends sig to the collector, e.g. SIGSTOP to play a backend that accepts
 // connections and never answers.
 func (c *Collector) Signal(sig syscall.Signal) error {
