@@ -216,29 +216,12 @@ func TestLibvirtdCleanupAfterOwnerDies(t *testing.T) {
 	if _, err := LookupLibvirtd(); err != nil {
 		t.Skipf("skipping: %v", err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLibvirtdCleanupAfterOwnerDies$")
-	cmd.Env = append(os.Environ(), "TESTENV_OWNER_CHILD=1")
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		t.Fatalf("reading child's report: %v", err)
-	}
+	line := killedOwnerReport(t, "TestLibvirtdCleanupAfterOwnerDies", "TESTENV_OWNER_CHILD=1")
 	var home, dir string
 	var daemon, guest int
 	if _, err := fmt.Sscan(line, &home, &dir, &daemon, &guest); err != nil {
 		t.Fatalf("child reported %q: %v", line, err)
 	}
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
 
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -422,4 +405,28 @@ func waitGone(t *testing.T, pid int) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// killedOwnerReport re-runs this test binary as a child that runs only the test name
+// with env set (the child's side of the test), reads the one line the child prints
+// about what it started, and kills the child without letting it clean up.
+func killedOwnerReport(t *testing.T, name, env string) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+name+"$")
+	cmd.Env = append(os.Environ(), env)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if err != nil {
+		t.Fatalf("reading child's report: %v", err)
+	}
+	return line
 }

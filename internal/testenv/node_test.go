@@ -1,13 +1,11 @@
 package testenv
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"testing"
@@ -168,29 +166,12 @@ func TestNodeCleanupAfterOwnerDies(t *testing.T) {
 	if _, err := LookupLibvirtd(); err != nil {
 		t.Skipf("skipping: %v", err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestNodeCleanupAfterOwnerDies$")
-	cmd.Env = append(os.Environ(), "TESTENV_NODE_OWNER_CHILD=1")
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		t.Fatalf("reading child's report: %v", err)
-	}
+	line := killedOwnerReport(t, "TestNodeCleanupAfterOwnerDies", "TESTENV_NODE_OWNER_CHILD=1")
 	var link, dir, home string
 	var guest int
 	if _, err := fmt.Sscan(line, &link, &dir, &home, &guest); err != nil {
 		t.Fatalf("child reported %q: %v", line, err)
 	}
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
 
 	deadline := time.Now().Add(15 * time.Second)
 	for {
