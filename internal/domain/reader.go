@@ -26,6 +26,26 @@ type Reader interface {
 	Close()
 }
 
+// ReaderHandlers are told about a Reader's connections and domains. They run on
+// libvirt's event loop or a reconnect loop and must not block.
+type ReaderHandlers struct {
+	// DomainStarted receives the name of a domain that started, resumed, was restored
+	// or migrated in.
+	DomainStarted func(domain string)
+	// Reconnected is called after a connection to libvirt was (re)established, with
+	// the key of the one VMI it serves, or "" when it serves every VMI.
+	Reconnected func(key string)
+}
+
+// clientHandlers adapts h to one Client whose connection serves the VMI key.
+func (h ReaderHandlers) clientHandlers(key string) Handlers {
+	c := Handlers{DomainStarted: h.DomainStarted}
+	if h.Reconnected != nil {
+		c.Connected = func() { h.Reconnected(key) }
+	}
+	return c
+}
+
 // ErrInvalidXML means a domain's XML could not be parsed.
 var ErrInvalidXML = errors.New("invalid domain XML")
 
@@ -54,8 +74,8 @@ type URIReader struct {
 }
 
 // NewURIReader returns a Reader for the libvirt at uri.
-func NewURIReader(uri string, timeout time.Duration, h Handlers) *URIReader {
-	return &URIReader{client: NewClient(uri, timeout, h)}
+func NewURIReader(uri string, timeout time.Duration, h ReaderHandlers) *URIReader {
+	return &URIReader{client: NewClient(uri, timeout, h.clientHandlers(""))}
 }
 
 // Detect implements Reader.
@@ -83,7 +103,7 @@ func (r *URIReader) Close() { r.client.Close() }
 type LauncherReader struct {
 	podsDir, node string
 	timeout       time.Duration
-	handlers      Handlers
+	handlers      ReaderHandlers
 
 	ready chan struct{}   // closed when Run starts; connections made before wait for it
 	ctx   context.Context // Run's; set before ready is closed
@@ -103,7 +123,7 @@ type launcherClient struct {
 
 // NewLauncherReader returns a Reader for the launchers of node below podsDir, the host's
 // kubelet pods directory as mounted in the collector.
-func NewLauncherReader(podsDir, node string, timeout time.Duration, h Handlers) *LauncherReader {
+func NewLauncherReader(podsDir, node string, timeout time.Duration, h ReaderHandlers) *LauncherReader {
 	return &LauncherReader{
 		podsDir: podsDir, node: node, timeout: timeout, handlers: h,
 		ready:   make(chan struct{}),
@@ -193,7 +213,7 @@ func (r *LauncherReader) client(key, socket, uri string) *Client {
 // launcher pod or the other URI path.
 func (r *LauncherReader) replaceClient(key, socket, uri string) *Client {
 	runCtx, cancel := context.WithCancel(context.Background())
-	lc := &launcherClient{socket: socket, client: NewClient(uri, r.timeout, r.handlers), cancel: cancel}
+	lc := &launcherClient{socket: socket, client: NewClient(uri, r.timeout, r.handlers.clientHandlers(key)), cancel: cancel}
 	r.mu.Lock()
 	old := r.clients[key]
 	r.clients[key] = lc

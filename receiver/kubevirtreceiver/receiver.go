@@ -101,7 +101,7 @@ func (r *kubevirtReceiver) Start(_ context.Context, _ component.Host) error {
 		workqueue.NewTypedItemExponentialFailureRateLimiter[string](r.retryBase, r.retryMax),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "kubevirt-vmi"},
 	)
-	handlers := domain.Handlers{DomainStarted: r.domainStarted, Connected: r.libvirtConnected}
+	handlers := domain.ReaderHandlers{DomainStarted: r.domainStarted, Reconnected: r.libvirtConnected}
 	switch r.cfg.Libvirt.Source {
 	case SourceLauncher:
 		r.domains = domain.NewLauncherReader(r.cfg.Libvirt.PodsDir, r.cfg.NodeName, r.cfg.Libvirt.Timeout, handlers)
@@ -147,17 +147,28 @@ func (r *kubevirtReceiver) domainStarted(name string) {
 	}
 }
 
-// libvirtConnected queues again every VMI that libvirt could not answer for, now that
-// it can. Their backoff is reset: the reason for it is gone.
-func (r *kubevirtReceiver) libvirtConnected() {
-	for _, v := range r.watcher.List() {
-		key := v.Key()
-		if s, ok := r.series.Get(key); ok && s.Type != hypervisor.Unknown {
-			continue
-		}
-		r.queue.Forget(key)
-		r.enqueue(key)
+// libvirtConnected queues again the VMIs that libvirt could not answer for (reported
+// unknown, or Running without a series), now that it can: the VMI key whose launcher
+// connected, or every VMI ("") when one libvirt serves them all. Their backoff is
+// reset: the reason for it is gone.
+func (r *kubevirtReceiver) libvirtConnected(key string) {
+	if key != "" {
+		r.retryUnanswered(key)
+		return
 	}
+	for _, v := range r.watcher.List() {
+		if ok, _ := v.Reportable(r.cfg.NodeName); ok {
+			r.retryUnanswered(v.Key())
+		}
+	}
+}
+
+func (r *kubevirtReceiver) retryUnanswered(key string) {
+	if s, ok := r.series.Get(key); ok && s.Type != hypervisor.Unknown {
+		return
+	}
+	r.queue.Forget(key)
+	r.enqueue(key)
 }
 
 // work detects queued VMIs until the queue shuts down. The queue hands a key to one
