@@ -12,6 +12,15 @@ packages=(
 	etcd-server                # storage for the test kube-apiserver
 	prometheus                 # a real Prometheus scraping the collector in tests
 	acl                        # setfacl, to give the unprivileged libvirtd /dev/kvm
+	# The real node (internal/cluster) and its images; Kubernetes and containerd
+	# themselves are built from the module proxy (hack/kube-assets.sh,
+	# hack/containerd-assets.sh).
+	runc                        # the OCI runtime containerd starts containers with
+	containernetworking-plugins # bridge, host-local, loopback, portmap (in /usr/lib/cni)
+	iptables                    # kube-proxy's Service rules, the bridge plugin's masquerade
+	conntrack                   # kube-proxy clears stale UDP conntrack entries with it
+	buildah                     # builds the images without a Docker daemon
+	debootstrap                 # the Debian base those images start from
 )
 
 missing=()

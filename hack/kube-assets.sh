@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# kube-assets.sh prepares the binaries envtest needs (kube-apiserver and etcd)
-# and prints the directory that holds them, for use as KUBEBUILDER_ASSETS:
+# kube-assets.sh prepares the Kubernetes commands the tests and the lab run and
+# prints the directory that holds them, for use as KUBEBUILDER_ASSETS:
 #
 #   export KUBEBUILDER_ASSETS="$(hack/kube-assets.sh)"
 #
-# No distribution package ships kube-apiserver, so it is built from the module
-# proxy through the separate module in tools/kube-apiserver (pinned by its
-# go.mod/go.sum). A cold build takes several minutes, so the binary is cached
-# outside the checkout and reused as long as it still runs and reports the
-# pinned version. etcd comes from the system (Debian's etcd-server) and is
-# symlinked next to it, because envtest looks for both in one directory.
+# envtest needs kube-apiserver and etcd from it; the real node (internal/cluster)
+# also runs kube-controller-manager, kube-scheduler, kubelet and kube-proxy, and
+# kubectl applies the manifests. No distribution package ships them, so they are
+# built from the module proxy through the separate module tools/kube, whose go.mod
+# names them as tools and pins their version. A cold build takes 15 minutes or
+# more on 2 cores; the binaries are cached and reused while each still runs and
+# reports the pinned version. etcd comes from the system (Debian's etcd-server) and
+# is symlinked next to them, because envtest looks for both in one directory.
 #
 # Environment:
 #   KUBE_ASSETS_DIR  cache directory (default:
@@ -20,19 +22,16 @@
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-tools_dir="${repo_root}/tools/kube-apiserver"
+. "${repo_root}/hack/lib/tools.sh"
+tools_dir="${repo_root}/tools/kube"
 
-# The version comes from the tools module so that bumping go.mod there is the
-# only change needed, and a bump lands in a fresh cache directory.
-k8s_version="$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "${tools_dir}/go.mod")"
+k8s_version="$(module_version "${tools_dir}" k8s.io/kubernetes)"
 if [[ ! "${k8s_version}" =~ ^v1\.([0-9]+)\.[0-9]+$ ]]; then
 	echo "kube-assets: cannot read the k8s.io/kubernetes version from ${tools_dir}/go.mod" >&2
 	exit 1
 fi
 k8s_minor="${BASH_REMATCH[1]}"
-
 assets_dir="${KUBE_ASSETS_DIR:-${XDG_CACHE_HOME:-${HOME}/.cache}/otelcol-kubevirt/k8s-${k8s_version#v}}"
-apiserver="${assets_dir}/kube-apiserver"
 
 etcd_bin="${ETCD:-$(command -v etcd || echo /usr/bin/etcd)}"
 if [[ ! -x "${etcd_bin}" ]]; then
@@ -40,60 +39,25 @@ if [[ ! -x "${etcd_bin}" ]]; then
 	exit 1
 fi
 
-mkdir -p "${assets_dir}"
-
-# Serialise concurrent callers (e.g. parallel make targets) so that only one of
-# them builds; the others wait and then find a usable binary.
-if command -v flock >/dev/null; then
-	exec 9>"${assets_dir}/.lock"
-	flock 9
-fi
-
-# apiserver_ok succeeds when the cached binary runs and is the pinned version.
-# Running it (rather than only testing for the file) catches truncated or
-# foreign-architecture binaries left behind by an interrupted copy.
-apiserver_ok() {
-	[[ -x "${apiserver}" ]] || return 1
+# pinned succeeds when a binary runs and reports the pinned version.
+pinned() {
 	local out
-	out="$("${apiserver}" --version 2>/dev/null)" || return 1
-	[[ "${out}" == "Kubernetes ${k8s_version}" ]]
+	if [[ "$(basename "$1")" == kubectl ]]; then
+		out="$("$1" version --client 2>/dev/null | head -n 1)" || return 1
+		[[ "${out}" == "Client Version: ${k8s_version}" ]]
+	else
+		out="$("$1" --version 2>/dev/null)" || return 1
+		[[ "${out}" == "Kubernetes ${k8s_version}" ]]
+	fi
 }
 
-if apiserver_ok; then
-	echo "kube-assets: reusing ${apiserver} (${k8s_version})" >&2
-else
-	echo "kube-assets: building kube-apiserver ${k8s_version} into ${assets_dir} (several minutes when cold)" >&2
-	start=${SECONDS}
-	tmp="$(mktemp "${assets_dir}/.kube-apiserver.XXXXXX")"
-	trap 'rm -f "${tmp}"' EXIT
-	# The version variables are what Kubernetes' own build stamps in
-	# (hack/lib/version.sh); without them the binary reports v0.0.0-master,
-	# which breaks the --version check above and version-derived defaults such
-	# as the emulation version.
-	version_pkg="k8s.io/component-base/version"
-	ldflags="-s -w"
-	ldflags+=" -X ${version_pkg}.gitVersion=${k8s_version}"
-	ldflags+=" -X ${version_pkg}.gitMajor=1"
-	ldflags+=" -X ${version_pkg}.gitMinor=${k8s_minor}"
-	ldflags+=" -X ${version_pkg}.gitTreeState=clean"
-	# GOWORK=off keeps a go.work at the repository root from pulling the
-	# tools module into the main build graph; -mod=readonly makes a stale
-	# go.sum fail loudly instead of being rewritten behind the committer.
-	(
-		cd "${tools_dir}"
-		GOWORK=off go build -mod=readonly -trimpath -buildvcs=false \
-			-ldflags "${ldflags}" -o "${tmp}" .
-	)
-	# Rename within the directory so a concurrent reader never sees a partial file.
-	mv -f "${tmp}" "${apiserver}"
-	trap - EXIT
-	if ! apiserver_ok; then
-		echo "kube-assets: built ${apiserver} but '--version' does not report ${k8s_version}" >&2
-		exit 1
-	fi
-	echo "kube-assets: built kube-apiserver in $((SECONDS - start))s" >&2
-fi
+# The version variables are what Kubernetes' own build stamps in
+# (hack/lib/version.sh); without them the binaries report v0.0.0-master, which
+# breaks the check above and version-derived defaults such as the emulation version.
+version_pkg="k8s.io/component-base/version"
+build_tools "${assets_dir}" "${tools_dir}" pinned -ldflags "-s -w \
+	-X ${version_pkg}.gitVersion=${k8s_version} -X ${version_pkg}.gitMajor=1 \
+	-X ${version_pkg}.gitMinor=${k8s_minor} -X ${version_pkg}.gitTreeState=clean"
 
 ln -sfn "${etcd_bin}" "${assets_dir}/etcd"
-
 echo "${assets_dir}"

@@ -25,7 +25,7 @@ import (
 )
 
 // KubeVersion is the Kubernetes release whose kube-apiserver the harness runs.
-// It must match k8s.io/kubernetes in tools/kube-apiserver/go.mod, which is what
+// It must match k8s.io/kubernetes in tools/kube/go.mod, which is what
 // hack/kube-assets.sh builds; a test in this package checks that.
 const KubeVersion = "1.36.3"
 

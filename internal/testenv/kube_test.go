@@ -203,7 +203,7 @@ func TestKubeAssetsMissing(t *testing.T) {
 // without KubeVersion (or back): the harness would look in a cache directory
 // the script no longer fills.
 func TestKubeVersionMatchesToolsModule(t *testing.T) {
-	gomod, err := findRepoPath("tools/kube-apiserver/go.mod")
+	gomod, err := findRepoPath("tools/kube/go.mod")
 	if err != nil {
 		t.Fatal(err)
 	}
