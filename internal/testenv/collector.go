@@ -1,19 +1,17 @@
 package testenv
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/scrape"
 )
 
 // CollectorBinEnv names the environment variable that points tests at the built
@@ -110,40 +108,12 @@ func StartCollector(ctx context.Context, opts CollectorOptions) (*Collector, err
 
 // Scrape returns the Prometheus exposition the collector serves.
 func (c *Collector) Scrape(ctx context.Context) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.MetricsURL, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: %s", c.MetricsURL, resp.Status)
-	}
-	return string(body), nil
+	return scrape.Text(ctx, c.MetricsURL)
 }
 
 // Lines returns the scraped sample lines whose metric name is name, without comments.
 func (c *Collector) Lines(ctx context.Context, name string) ([]string, error) {
-	body, err := c.Scrape(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	sc := bufio.NewScanner(strings.NewReader(body))
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
-			out = append(out, line)
-		}
-	}
-	return out, sc.Err()
+	return scrape.Lines(ctx, c.MetricsURL, name)
 }
 
 // PID is the collector's process id, e.g. for reading its CPU time from /proc.

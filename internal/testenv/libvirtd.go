@@ -21,6 +21,8 @@ import (
 
 	"libvirt.org/go/libvirt"
 	"libvirt.org/go/libvirtxml"
+
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/watchdog"
 )
 
 // DefaultUser is the account libvirtd runs as when the caller is root and
@@ -491,7 +493,7 @@ func (d *Libvirtd) startReaper() error {
 	if d.ownDir {
 		rmDir = d.dir
 	}
-	cmd, w, err := startWatchdog("testenv-reaper", reaperScript, d.homeDir, rmDir)
+	cmd, w, err := watchdog.Start("testenv-reaper", reaperScript, nil, d.homeDir, rmDir)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/watchdog"
 )
 
 // The kubelet layout of a virt-launcher pod's libvirt, as KubeVirt's virt-handler
@@ -205,7 +207,7 @@ func (n *Node) startReaper() error {
 	if dir == "" && link == "" {
 		return nil
 	}
-	cmd, w, err := startWatchdog("testenv-node-reaper", nodeReaperScript, dir, link)
+	cmd, w, err := watchdog.Start("testenv-node-reaper", nodeReaperScript, nil, dir, link)
 	if err != nil {
 		return err
 	}

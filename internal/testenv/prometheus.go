@@ -42,6 +42,9 @@ type PrometheusOptions struct {
 	Dir string
 	// Targets are host:port addresses whose /metrics are scraped, as one job.
 	Targets []string
+	// ScrapeConfigs, if set, replaces Targets and Job: the YAML list that goes
+	// under scrape_configs, e.g. one with kubernetes_sd_configs.
+	ScrapeConfigs string
 	// Job is the scrape job's name; "" means "otelcol-kubevirt".
 	Job string
 	// ScrapeInterval is both the scrape and the rule evaluation interval; 0 means 1s,
@@ -138,6 +141,10 @@ func prometheusConfig(opts PrometheusOptions) string {
 		for _, f := range opts.RuleFiles {
 			fmt.Fprintf(&b, "  - %s\n", strconv.Quote(f))
 		}
+	}
+	if opts.ScrapeConfigs != "" {
+		b.WriteString("scrape_configs:\n" + opts.ScrapeConfigs)
+		return b.String()
 	}
 	fmt.Fprintf(&b, "scrape_configs:\n  - job_name: %s\n    static_configs:\n      - targets:\n", strconv.Quote(opts.Job))
 	for _, t := range opts.Targets {
