@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# images.sh builds container images without a Docker daemon, with buildah:
+#
+#   hack/images.sh collector   the collector image from the repository's Dockerfile,
+#                              left as the docker-archive bin/otelcol-kubevirt-image.tar
+#                              (what any node can import); prints its size and contents
+#   hack/images.sh lab         the lab node's own images: the pods' sandbox (pause) and
+#                              the virt-launcher stand-in; prints the directory of their
+#                              docker-archives
+#
+# There is no registry here, so the Debian base both start from is made locally, once,
+# with debootstrap, and a Go toolchain image is made from it with the machine's Go in
+# place of golang:1.26-bookworm. They live in buildah's storage
+# (/var/lib/containers/storage), outside the checkout, and are reused; so are the
+# Dockerfiles' layers (--layers). The module proxy's TLS certificate is signed by a
+# CA only this machine trusts, so builds see the machine's CA bundle, and its module
+# and build caches to save the downloads and compiles.
+#
+# Environment:
+#   IMAGE_CACHE_DIR  where the lab's archives go (default:
+#                    ${XDG_CACHE_HOME:-$HOME/.cache}/otelcol-kubevirt/images)
+#   DEBIAN_MIRROR    debootstrap's mirror (default http://deb.debian.org/debian)
+#
+# Progress goes to stderr; `lab` prints only the directory to stdout.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache_dir="${IMAGE_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME}/.cache}/otelcol-kubevirt/images}"
+mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+
+base_image=localhost/otelcol-kubevirt-lab/debian:bookworm-slim
+go_image=localhost/otelcol-kubevirt-lab/golang:$(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')-bookworm
+collector_image=localhost/otelcol-kubevirt:latest
+collector_archive="${repo_root}/bin/otelcol-kubevirt-image.tar"
+pause_image=localhost/otelcol-kubevirt-lab/pause:latest
+launcher_image=localhost/otelcol-kubevirt-lab/launcher:latest
+
+log() { echo "images: $*" >&2; }
+
+have_image() { buildah images --quiet "$1" >/dev/null 2>&1; }
+
+image_id() { buildah images --quiet --no-trunc "$1" | head -n 1; }
+
+# bud builds a Dockerfile with the local bases and the machine's CA bundle and Go caches.
+bud() {
+	buildah bud --isolation chroot --pull-never --layers --quiet \
+		--build-arg "GO_IMAGE=${go_image}" --build-arg "BASE_IMAGE=${base_image}" \
+		--volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+		--volume "$(go env GOMODCACHE):/go/pkg/mod" \
+		--volume "$(go env GOCACHE):/root/.cache/go-build" \
+		"$@" >/dev/null
+}
+
+# archive writes image $1 as the docker-archive $2, unless $2 already holds that image.
+archive() {
+	local id
+	id="$(image_id "$1")"
+	if [[ -f "$2" && "$(cat "$2.id" 2>/dev/null)" == "${id}" ]]; then
+		return
+	fi
+	rm -f "$2" "$2.id"
+	buildah push --quiet "$1" "docker-archive:$2:$1" >/dev/null
+	echo "${id}" >"$2.id"
+}
+
+ensure_bases() {
+	mkdir -p "${cache_dir}"
+	exec 9>"${cache_dir}/.lock"
+	flock 9
+	if ! have_image "${base_image}"; then
+		log "making ${base_image} with debootstrap (a minute or more)"
+		local rootfs="${cache_dir}/rootfs.tmp"
+		rm -rf "${rootfs}"
+		debootstrap --variant=minbase bookworm "${rootfs}" "${mirror}" >"${cache_dir}/debootstrap.log" 2>&1 ||
+			{ tail -n 20 "${cache_dir}/debootstrap.log" >&2; exit 1; }
+		# As in debian:bookworm-slim: no package lists, caches or docs.
+		rm -rf "${rootfs}"/var/lib/apt/lists/* "${rootfs}"/var/cache/apt/*.bin "${rootfs}"/usr/share/doc/* "${rootfs}"/usr/share/man/*
+		local c
+		c="$(buildah from scratch)"
+		buildah copy --quiet "$c" "${rootfs}" / >/dev/null
+		buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd bash "$c"
+		buildah commit --quiet --rm "$c" "${base_image}" >/dev/null
+		rm -rf "${rootfs}"
+	fi
+	if ! have_image "${go_image}"; then
+		log "making ${go_image}: ${base_image}, gcc and the machine's Go $(go env GOVERSION)"
+		local c
+		c="$(buildah from --pull-never "${base_image}")"
+		buildah run --isolation chroot "$c" -- sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev make pkg-config ca-certificates >/dev/null && rm -rf /var/lib/apt/lists/*'
+		buildah copy --quiet "$c" "$(go env GOROOT)" /usr/local/go >/dev/null
+		buildah config --env GOPATH=/go --env PATH=/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$c"
+		buildah commit --quiet --rm "$c" "${go_image}" >/dev/null
+	fi
+	flock -u 9
+}
+
+build_collector() {
+	ensure_bases
+	log "building ${collector_image} from Dockerfile"
+	local start=${SECONDS}
+	bud -t "${collector_image}" -f "${repo_root}/Dockerfile" "${repo_root}"
+	mkdir -p "$(dirname "${collector_archive}")"
+	archive "${collector_image}" "${collector_archive}"
+	log "built in $((SECONDS - start))s"
+	describe_collector "${collector_image}"
+}
+
+# describe_collector prints what users get: the image's size, how it runs, what is in it.
+describe_collector() {
+	local c mnt
+	echo "${collector_image} ($(image_id "$1" | cut -c1-19))"
+	echo "  archive:     ${collector_archive} ($(du -h "${collector_archive}" | cut -f1))"
+	echo "  size:        $(buildah images --format '{{.Size}}' "$1" | head -n 1) uncompressed"
+	buildah inspect --type image --format '  entrypoint:  {{.OCIv1.Config.Entrypoint}} {{.OCIv1.Config.Cmd}}
+  user:        {{.OCIv1.Config.User}}
+  ports:       {{range $p, $_ := .OCIv1.Config.ExposedPorts}}{{$p}} {{end}}
+' "$1"
+	c="$(buildah from --pull-never "$1")"
+	mnt="$(buildah mount "$c")"
+	echo "  collector:   /usr/local/bin/otelcol-kubevirt ($(du -h "${mnt}/usr/local/bin/otelcol-kubevirt" | cut -f1)), /etc/otelcol-kubevirt/config.yaml"
+	echo "  packages:    $(dpkg-query --admindir="${mnt}/var/lib/dpkg" -W -f '${Package}\n' | wc -l) Debian packages, libvirt0 $(dpkg-query --admindir="${mnt}/var/lib/dpkg" -W -f '${Version}' libvirt0) among them"
+	buildah umount "$c" >/dev/null
+	buildah rm "$c" >/dev/null
+}
+
+build_lab() {
+	ensure_bases
+	mkdir -p "${cache_dir}"
+	if ! have_image "${pause_image}" || [[ "${repo_root}/cmd/kubevirt-lab/images/pause/main.go" -nt "${cache_dir}/pause.tar" ]]; then
+		log "building ${pause_image}"
+		local tmp c
+		tmp="$(mktemp -d)"
+		(cd "${repo_root}" && CGO_ENABLED=0 go build -trimpath -o "${tmp}/pause" ./cmd/kubevirt-lab/images/pause)
+		c="$(buildah from scratch)"
+		buildah copy --quiet "$c" "${tmp}/pause" /pause >/dev/null
+		buildah config --entrypoint '["/pause"]' "$c"
+		buildah commit --quiet --rm "$c" "${pause_image}" >/dev/null
+		rm -rf "${tmp}"
+	fi
+	archive "${pause_image}" "${cache_dir}/pause.tar"
+	log "building ${launcher_image} (a few minutes the first time: QEMU and libvirt)"
+	bud -t "${launcher_image}" "${repo_root}/cmd/kubevirt-lab/images/launcher"
+	archive "${launcher_image}" "${cache_dir}/launcher.tar"
+	echo "${cache_dir}"
+}
+
+case "${1:-}" in
+collector) build_collector ;;
+lab) build_lab ;;
+*)
+	echo "usage: $0 collector|lab" >&2
+	exit 2
+	;;
+esac
