@@ -8,7 +8,7 @@ BIN         := bin/otelcol-kubevirt
 SOURCES     := $(shell find receiver internal cmd/otelcol-kubevirt -name '*.go' -not -name '*_test.go') \
                go.mod go.sum cmd/otelcol-kubevirt/go.mod cmd/otelcol-kubevirt/go.sum
 
-.PHONY: all deps generate build test run stop kube-assets clean
+.PHONY: all deps generate build image test run stop kube-assets node-assets clean
 
 all: build
 
@@ -28,20 +28,35 @@ build: $(BIN)
 $(BIN): $(SOURCES) | deps
 	cd cmd/otelcol-kubevirt && CGO_ENABLED=1 $(GO) build -trimpath -o ../../$(BIN) .
 
-# kube-apiserver for the tests, built once into a cache outside the checkout.
+# The collector image, from the Dockerfile, with buildah (no Docker daemon needed),
+# left as a docker-archive any node can import. Prints its size and contents.
+IMAGE := bin/otelcol-kubevirt-image.tar
+image: $(IMAGE)
+
+$(IMAGE): $(SOURCES) Dockerfile .dockerignore | deps
+	hack/images.sh collector
+
+# The Kubernetes commands, containerd and Prometheus, each built once into a cache
+# outside the checkout (hack/*-assets.sh).
 kube-assets: deps
 	@hack/kube-assets.sh >/dev/null
+node-assets: kube-assets
+	@hack/containerd-assets.sh >/dev/null
+	@hack/prometheus-assets.sh >/dev/null
 
-# Every test, integration and end to end included, with the race detector.
-test: build kube-assets
-	KUBEBUILDER_ASSETS="$$(hack/kube-assets.sh)" OTELCOL_KUBEVIRT_BIN="$(CURDIR)/$(BIN)" \
-		$(GO) test -race -count=1 ./...
+# Every test, with the race detector: unit, integration against real libvirtd and
+# kube-apiserver, end to end through the built collector, and the image deployed as
+# the DaemonSet on a real kubelet node (deploy/kubernetes). hack/with-assets.sh builds
+# the lab's own images and tells the tests where everything is.
+test: build image node-assets
+	hack/with-assets.sh $(GO) test -race -count=1 -timeout 30m ./...
 
-# The lab: a local KubeVirt-like node (kube-apiserver with VMIs, libvirtd with real QEMU
-# guests) and the collector with its shipped config watching it. Ctrl-C stops it all.
-run: build kube-assets
+# The lab: a real single-node Kubernetes with KubeVirt-like launcher pods and the
+# collector deployed as its DaemonSet, two VMIs on it. Ctrl-C (or `make stop`) stops
+# it and removes everything it made.
+run: image node-assets
 	$(GO) build -o bin/kubevirt-lab ./cmd/kubevirt-lab
-	KUBEBUILDER_ASSETS="$$(hack/kube-assets.sh)" exec bin/kubevirt-lab -collector $(BIN)
+	hack/with-assets.sh bin/kubevirt-lab
 
 # Stops a lab started by `make run` elsewhere (another terminal, or in the background).
 LAB_PIDFILE := $(or $(TMPDIR),/tmp)/otelcol-kubevirt-lab.pid
@@ -59,8 +74,7 @@ clean:
 # BENCH_GUESTS the real QEMU guests of the large libvirtd.
 BENCH_WINDOW ?= 30s
 BENCH_GUESTS ?= 100
-BENCH_ENV    = KUBEBUILDER_ASSETS="$$(hack/kube-assets.sh)" OTELCOL_KUBEVIRT_BIN="$(CURDIR)/$(BIN)" \
-               BENCH_WINDOW=$(BENCH_WINDOW) BENCH_GUESTS=$(BENCH_GUESTS)
+BENCH_ENV    = BENCH_WINDOW=$(BENCH_WINDOW) BENCH_GUESTS=$(BENCH_GUESTS) hack/with-assets.sh
 BENCH_RUN    = $(GO) test -run '^$$' -timeout 60m
 
 .PHONY: bench fuzz

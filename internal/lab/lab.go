@@ -1,0 +1,138 @@
+// Package lab plays KubeVirt's part on a real node (internal/cluster), for `make run`
+// and the tests of the DaemonSet: it installs the VirtualMachineInstance CRD, hands
+// out /dev/kvm through a device plugin as virt-handler does, and gives every VMI a
+// virt-launcher-like pod (non-root, its own libvirt, a real QEMU guest) whose state
+// its VMI's status follows. It also deploys the collector exactly as a user does,
+// with `kubectl apply -k deploy/kubernetes`.
+//
+// It is not KubeVirt: no virt-api, no migrations, no VirtualMachines, no networking
+// or disks for guests; only what the collector reads is faithful (the launcher pod's
+// layout on the node, the VMI's labels and status, the domain and its type).
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/cluster"
+)
+
+// LauncherImage is the virt-launcher stand-in `hack/images.sh lab` builds.
+const LauncherImage = "localhost/otelcol-kubevirt-lab/launcher:latest"
+
+// Options configures Start.
+type Options struct {
+	// RepoRoot is the checkout, where the VMI CRD (testdata/crds) is. Required.
+	RepoRoot string
+	// LauncherImage is the launcher pods' image. Default: LauncherImage.
+	LauncherImage string
+	// Progress, if set, receives a line for each step and each VMI transition.
+	Progress func(format string, args ...any)
+}
+
+// Lab is KubeVirt's stand-in running against a cluster.
+type Lab struct {
+	// KVM says whether the node advertises KVMResource: /dev/kvm is usable here.
+	// Without it every VMI runs under TCG.
+	KVM bool
+
+	plugin *kvmPlugin
+	ctrl   *controller
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+// Start installs the CRD, the KVM device plugin (where /dev/kvm is usable) and the
+// launcher controller. The caller must call Stop before stopping the cluster.
+func Start(ctx context.Context, c *cluster.Cluster, opts Options) (_ *Lab, err error) {
+	if opts.RepoRoot == "" {
+		return nil, errors.New("lab: Options.RepoRoot is required")
+	}
+	if opts.LauncherImage == "" {
+		opts.LauncherImage = LauncherImage
+	}
+	if opts.Progress == nil {
+		opts.Progress = func(string, ...any) {}
+	}
+	l := &Lab{}
+	defer func() {
+		if err != nil {
+			l.Stop()
+		}
+	}()
+	crd := filepath.Join(opts.RepoRoot, "testdata", "crds", "virtualmachineinstances.kubevirt.io.yaml")
+	if _, err := c.Kubectl(ctx, nil, "apply", "-f", crd); err != nil {
+		return nil, err
+	}
+	if _, err := c.Kubectl(ctx, nil, "wait", "--for=condition=Established", "--timeout=60s", "crd/virtualmachineinstances.kubevirt.io"); err != nil {
+		return nil, err
+	}
+
+	if kvmUsable() {
+		// kubelet reports the devices with its next node status (within 10s); a
+		// launcher pod asking for one before that waits in the scheduler.
+		if l.plugin, err = startKVMPlugin(ctx, filepath.Join(c.KubeletDir(), "device-plugins")); err != nil {
+			return nil, err
+		}
+		l.KVM = true
+		opts.Progress("the KVM device plugin offers %s", KVMResource)
+	} else {
+		opts.Progress("/dev/kvm is not usable here: every VMI runs under TCG")
+	}
+
+	ctx, l.cancel = context.WithCancel(context.Background())
+	l.ctrl = newController(c.Clientset, c.Dynamic, opts.LauncherImage, l.KVM, opts.Progress)
+	if err := l.ctrl.run(ctx); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Stop stops the controller and the device plugin; pods and VMIs stay. Safe to call
+// more than once.
+func (l *Lab) Stop() {
+	l.once.Do(func() {
+		if l.cancel != nil {
+			l.cancel()
+			l.ctrl.wait()
+		}
+		if l.plugin != nil {
+			l.plugin.stop()
+		}
+	})
+}
+
+// kvmUsable says whether this process can open /dev/kvm read-write, as a launcher
+// given the device can.
+func kvmUsable() bool {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// Where `make run` and `make test` say the images are.
+const (
+	// CollectorImageEnv names the collector image's docker-archive
+	// (bin/otelcol-kubevirt-image.tar, from `make image`).
+	CollectorImageEnv = "OTELCOL_KUBEVIRT_IMAGE"
+	// LabImagesEnv names the directory of the lab's own image archives, pause.tar
+	// and launcher.tar (`hack/images.sh lab`).
+	LabImagesEnv = "LAB_IMAGES_DIR"
+)
+
+// ImagesFromEnv returns the archives of every image the node needs: the sandbox, the
+// launcher and the collector, from CollectorImageEnv and LabImagesEnv.
+func ImagesFromEnv() ([]string, error) {
+	collector, labDir := os.Getenv(CollectorImageEnv), os.Getenv(LabImagesEnv)
+	if collector == "" || labDir == "" {
+		return nil, fmt.Errorf("lab: %s and %s must name the images (`make image lab-images`; `make run` and `make test` set them)", CollectorImageEnv, LabImagesEnv)
+	}
+	return []string{filepath.Join(labDir, "pause.tar"), filepath.Join(labDir, "launcher.tar"), collector}, nil
+}
