@@ -32,6 +32,8 @@ type Tracker struct {
 
 // New returns a Tracker that logs to logger and repeats itself at most every interval.
 func New(logger *zap.Logger, every time.Duration) *Tracker {
+	// Lines name the caller of Fail and Recover as their source, not this package.
+	logger = logger.WithOptions(zap.AddCallerSkip(1))
 	return &Tracker{logger: logger, every: every, now: time.Now, failing: map[string]struct{}{}}
 }
 

@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"syscall"
@@ -75,22 +76,11 @@ func dumpLogs(logs *observer.ObservedLogs) string {
 	for _, e := range logs.All() {
 		b.WriteString(e.Level.String() + " " + e.Message)
 		for k, v := range e.ContextMap() {
-			b.WriteString(" " + k + "=")
-			b.WriteString(toString(v))
+			fmt.Fprintf(&b, " %s=%v", k, v)
 		}
 		b.WriteString("\n")
 	}
 	return b.String()
-}
-
-func toString(v any) string {
-	if s, ok := v.(string); ok {
-		return s
-	}
-	if s, ok := v.(interface{ String() string }); ok {
-		return s.String()
-	}
-	return "?"
 }
 
 // checkWatchOutage asserts what every failure of the VMI watch shows, once the receiver
@@ -198,10 +188,11 @@ func TestLauncherUnreachableIsLoggedOnceAndMeasuredUntilItIsBack(t *testing.T) {
 	defer cancel()
 	pod, err := node.StartLauncher(ctx, "default", "vm", "qemu")
 	require.NoError(t, err)
-	// The launcher's libvirtd crashes (its socket stays, refusing connections) and there
-	// is no status file to read instead: only the socket could answer.
+	// The launcher's libvirtd crashes (its socket stays, refusing connections) and its
+	// status file is out of the receiver's reach: only the socket could answer.
 	require.NoError(t, pod.Libvirtd.KillDaemon(syscall.SIGKILL))
-	require.NoError(t, os.Remove(pod.StatusFile()))
+	away := pod.StatusFile() + ".away"
+	require.NoError(t, os.Rename(pod.StatusFile(), away))
 	require.NoError(t, api.CreateVMI(ctx, pod.Namespace, pod.Name))
 	require.NoError(t, api.SetVMIStatus(ctx, pod.Namespace, pod.Name, pod.RunningStatus()))
 
@@ -223,6 +214,9 @@ func TestLauncherUnreachableIsLoggedOnceAndMeasuredUntilItIsBack(t *testing.T) {
 	require.Equal(t, 1, logs.FilterMessage(failed).Len(), "retries were logged again:\n%s", dumpLogs(logs))
 	require.Zero(t, logs.FilterMessage(libvirtRecovered).Len())
 
+	// libvirtd re-attaches to its running guest from the status file, so it goes back
+	// first. The receiver learns of libvirtd's return from its reconnection.
+	require.NoError(t, os.Rename(away, pod.StatusFile()))
 	require.NoError(t, pod.Libvirtd.StartDaemon(ctx))
 	waitView(t, v, map[string]string{"default/vm": "qemu-tcg"}, 30*time.Second)
 	rec := waitLog(t, logs, libvirtRecovered, soon)
