@@ -276,7 +276,7 @@ type metricKubevirtVmiHypervisorWatchFailures struct {
 // init fills kubevirt.vmi.hypervisor.watch.failures metric with initial data.
 func (m *metricKubevirtVmiHypervisorWatchFailures) init() {
 	m.data.SetName("kubevirt.vmi.hypervisor.watch.failures")
-	m.data.SetDescription("Requests of the VMI watch (lists and watches of this node's VirtualMachineInstances) that failed, by reason, since the receiver started.")
+	m.data.SetDescription("Lists and watches of this node's VirtualMachineInstances that failed or broke off with an error, by reason, since the receiver started.")
 	m.data.SetUnit("{failure}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)

@@ -158,7 +158,7 @@ func TestMetricsBuilder(t *testing.T) {
 					validatedMetrics["kubevirt.vmi.hypervisor.watch.failures"] = true
 					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-					assert.Equal(t, "Requests of the VMI watch (lists and watches of this node's VirtualMachineInstances) that failed, by reason, since the receiver started.", mi.Description())
+					assert.Equal(t, "Lists and watches of this node's VirtualMachineInstances that failed or broke off with an error, by reason, since the receiver started.", mi.Description())
 					assert.Equal(t, "{failure}", mi.Unit())
 					assert.True(t, mi.Sum().IsMonotonic())
 					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
