@@ -131,7 +131,7 @@ func watcherHeap(b *testing.B, c *cluster, node string, n int) float64 {
 		b.Fatal(err)
 	}
 	base := liveHeap()
-	w, err := vmi.NewWatcher(client, node, zap.NewNop(), func(string) {})
+	w, err := vmi.NewWatcher(client, node, zap.NewNop(), vmi.WatcherHandlers{Changed: func(string) {}})
 	if err != nil {
 		b.Fatal(err)
 	}

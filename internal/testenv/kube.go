@@ -78,6 +78,7 @@ type APIServer struct {
 	mu      sync.Mutex
 	env     *envtest.Environment
 	workDir string
+	crdDir  string
 	// logs receive the processes' output. They stay open until Stop because
 	// StartKubeAPIServer hands them to a new kube-apiserver process.
 	logs    []*os.File
@@ -169,6 +170,7 @@ func StartAPIServer(ctx context.Context) (_ *APIServer, err error) {
 		KubeconfigPath: filepath.Join(workDir, "kubeconfig"),
 		env:            env,
 		workDir:        workDir,
+		crdDir:         crdDir,
 		logs:           logs,
 	}
 	defer func() {
@@ -278,6 +280,51 @@ func (a *APIServer) waitServingVMIs(ctx context.Context) error {
 		return fmt.Errorf("VMIs not served: %w (last error: %v)", err, lastErr)
 	}
 	return nil
+}
+
+// AddUser creates a user of the API server, authenticated by a client certificate,
+// who belongs to groups and may do only what RBAC grants it (nothing, to begin with),
+// and returns the path of a kubeconfig for it, e.g. to show what a collector without
+// its ClusterRole does.
+func (a *APIServer) AddUser(name string, groups ...string) (kubeconfigPath string, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	u, err := a.env.AddUser(envtest.User{Name: name, Groups: groups}, a.Config)
+	if err != nil {
+		return "", fmt.Errorf("add user %s: %w", name, err)
+	}
+	kubeconfig, err := u.KubeConfig()
+	if err != nil {
+		return "", fmt.Errorf("kubeconfig of user %s: %w", name, err)
+	}
+	path := filepath.Join(a.workDir, "kubeconfig-"+name)
+	return path, os.WriteFile(path, kubeconfig, 0o600)
+}
+
+// UninstallCRDs deletes the CRDs StartAPIServer installed, with every VMI, and returns
+// once VMIs are no longer served: an API server of a cluster without KubeVirt.
+func (a *APIServer) UninstallCRDs(ctx context.Context) error {
+	if err := envtest.UninstallCRDs(a.Config, envtest.CRDInstallOptions{Paths: []string{a.crdDir}}); err != nil {
+		return fmt.Errorf("uninstall CRDs: %w", err)
+	}
+	var lastErr error
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, startTimeout, true, func(ctx context.Context) (bool, error) {
+		_, lastErr = a.Dynamic.Resource(VMIResource).List(ctx, metav1.ListOptions{Limit: 1})
+		return apierrors.IsNotFound(lastErr), nil
+	})
+	if err != nil {
+		return fmt.Errorf("VMIs still served after the CRDs were deleted: %w (last error: %v)", err, lastErr)
+	}
+	return nil
+}
+
+// InstallCRDs installs the CRDs again after UninstallCRDs and returns once VMIs are
+// served.
+func (a *APIServer) InstallCRDs(ctx context.Context) error {
+	if _, err := envtest.InstallCRDs(a.Config, envtest.CRDInstallOptions{Paths: []string{a.crdDir}}); err != nil {
+		return fmt.Errorf("install CRDs: %w", err)
+	}
+	return a.waitServingVMIs(ctx)
 }
 
 // VMIStatus is the part of a VMI's status that KubeVirt's virt-controller and

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -139,6 +140,37 @@ func TestKubeconfigForChildProcess(t *testing.T) {
 	client := dynamicFromKubeconfig(t, a.KubeconfigPath)
 	if _, err := client.Resource(VMIResource).Namespace("default").Get(ctx, "vm-kubeconfig", metav1.GetOptions{}); err != nil {
 		t.Fatalf("get VMI through %s: %v", a.KubeconfigPath, err)
+	}
+}
+
+// TestKubeUserWithoutRightsAndClusterWithoutKubeVirt checks the two states a collector
+// can meet that StartAPIServer does not give: a user RBAC grants nothing, and an API
+// server without the VMI CRD (and back with it).
+func TestKubeUserWithoutRightsAndClusterWithoutKubeVirt(t *testing.T) {
+	a := startKube(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	path, err := a.AddUser("nobody", "some-group")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = dynamicFromKubeconfig(t, path).Resource(VMIResource).List(ctx, metav1.ListOptions{})
+	if !apierrors.IsForbidden(err) {
+		t.Fatalf("listing VMIs as a user without rights: %v, want forbidden", err)
+	}
+
+	if err := a.UninstallCRDs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Dynamic.Resource(VMIResource).List(ctx, metav1.ListOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("listing VMIs without the CRD: %v, want not found", err)
+	}
+	if err := a.InstallCRDs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CreateVMI(ctx, "default", "back"); err != nil {
+		t.Fatalf("creating a VMI once the CRD is back: %v", err)
 	}
 }
 

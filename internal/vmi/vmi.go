@@ -1,5 +1,6 @@
-// Package vmi watches the KubeVirt VirtualMachineInstances of one node and decides which
-// of them should be reported.
+// Package vmi watches the KubeVirt VirtualMachineInstances of one node, decides which
+// of them should be reported, and says whether the watch works (logging when it stops
+// and starts working). It does not talk to libvirt.
 package vmi
 
 import (

@@ -17,45 +17,68 @@ import (
 
 // Watcher keeps a cache of the VMIs labelled for one node and reports the key of every
 // VMI that is added, changed or deleted. A VMI whose node label moves to another node
-// (a completed migration) leaves the selection and is reported as deleted.
+// (a completed migration) leaves the selection and is reported as deleted. It also
+// follows whether the watch works (Health) and logs when it stops and starts working.
 type Watcher struct {
 	informer cache.SharedIndexInformer
+	health   *health
 	names    interner
 	wg       sync.WaitGroup
 }
 
-// NewWatcher prepares a watch of node's VMIs through client. onChange receives VMI keys
-// (namespace/name) and must not block.
-func NewWatcher(client dynamic.Interface, node string, logger *zap.Logger, onChange func(key string)) (*Watcher, error) {
+// WatcherHandlers are told what happens to the watch. Neither may block.
+type WatcherHandlers struct {
+	// Changed receives the key (namespace/name) of each VMI that was added, changed or
+	// deleted.
+	Changed func(key string)
+	// HealthChanged, if set, is called after every failed request and whenever Health's
+	// Synced may have changed.
+	HealthChanged func()
+}
+
+// NewWatcher prepares a watch of node's VMIs through client.
+func NewWatcher(client dynamic.Interface, node string, logger *zap.Logger, h WatcherHandlers) (*Watcher, error) {
 	selector := labels.Set{NodeLabel: node}.AsSelector().String()
+	changed := h.HealthChanged
+	if changed == nil {
+		changed = func() {}
+	}
+	w := &Watcher{health: newHealth(logger, selector, changed)}
 	vmis := client.Resource(Resource)
+	// Every request goes through here, so every failure is seen, whatever the
+	// reflector then does with it (see health).
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector = selector
-			return vmis.List(ctx, o)
+			list, err := vmis.List(ctx, o)
+			w.health.listed(ctx, err)
+			return list, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.LabelSelector = selector
-			return vmis.Watch(ctx, o)
+			wi, err := vmis.Watch(ctx, o)
+			w.health.watched(ctx, err)
+			return wi, err
 		},
 	}
 	// Built by hand rather than by dynamicinformer, which adds a namespace index the
 	// receiver never uses (one more map entry per VMI).
-	w := &Watcher{informer: cache.NewSharedIndexInformerWithOptions(
+	w.informer = cache.NewSharedIndexInformerWithOptions(
 		cache.ToListWatcherWithWatchListSemantics(lw, client),
 		&unstructured.Unstructured{},
 		cache.SharedIndexInformerOptions{ObjectDescription: Resource.String()},
-	)}
+	)
+	w.health.synced = w.informer.HasSynced
 	if err := w.informer.SetTransform(w.slim); err != nil {
 		return nil, fmt.Errorf("vmi informer: %w", err)
 	}
-	// The reflector retries on its own; this routes its complaints (API server down,
-	// CRD missing, RBAC) to the collector's log instead of klog.
-	if err := w.informer.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
-		logger.Warn("Watching VirtualMachineInstances failed; retrying", zap.String("label_selector", selector), zap.Error(err))
+	// Replaces client-go's default handler, which would write to stderr through klog.
+	if err := w.informer.SetWatchErrorHandlerWithContext(func(ctx context.Context, _ *cache.Reflector, err error) {
+		w.health.onError(ctx, err)
 	}); err != nil {
 		return nil, fmt.Errorf("vmi informer: %w", err)
 	}
+	onChange := h.Changed
 	notify := func(obj any) {
 		switch o := obj.(type) {
 		case *cached:
@@ -83,7 +106,19 @@ func NewWatcher(client dynamic.Interface, node string, logger *zap.Logger, onCha
 
 // Start starts the watch in the background; it runs until ctx ends.
 func (w *Watcher) Start(ctx context.Context) {
+	w.health.started()
 	w.wg.Go(func() { w.informer.RunWithContext(ctx) })
+	// Nothing else tells when the first list has been read into the cache.
+	w.wg.Go(func() {
+		if cache.WaitForCacheSync(ctx.Done(), w.informer.HasSynced) {
+			w.health.becameSynced()
+		}
+	})
+}
+
+// Health says whether the watch works, and since when it has not.
+func (w *Watcher) Health() Health {
+	return w.health.snapshot()
 }
 
 // Shutdown waits for the watch to stop after the context given to Start ended.

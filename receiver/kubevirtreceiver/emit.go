@@ -10,10 +10,16 @@ import (
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/series"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/metadata"
 )
 
 const infoMetric = "kubevirt.vmi.hypervisor.info"
+
+// selfMetricsGap is the least time between two batches sent because a self-metric
+// changed: failures come in bursts (every VMI of an unreachable libvirt, each retry of
+// the watch) and one batch a second shows them all.
+const selfMetricsGap = time.Second
 
 // emitter turns the series set and the detection statistics into batches.
 type emitter struct {
@@ -21,33 +27,52 @@ type emitter struct {
 	resource pcommon.Resource
 	set      *series.Set
 	stats    *detectionStats
+	// watch returns the VMI watch's health; nil leaves the watch metrics out.
+	watch func() vmi.Health
 }
 
 func (r *kubevirtReceiver) newEmitter() *emitter {
 	// Every batch describes this node: k8s.node.name on the resource, for OTLP backends.
 	rb := metadata.NewResourceBuilder(r.cfg.ResourceAttributes)
 	rb.SetK8sNodeName(r.cfg.NodeName)
-	return &emitter{
+	e := &emitter{
 		mb:       metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set),
 		resource: rb.Emit(),
 		set:      r.series,
 		stats:    r.stats,
 	}
+	if r.watcher != nil { // nil only in tests that drive the emitter alone
+		e.watch = r.watcher.Health
+	}
+	return e
 }
 
 // emitLoop emits the current series after every change to the set and every
-// collection_interval, until ctx ends.
+// collection_interval, and the self-metrics within selfMetricsGap of a change, until
+// ctx ends.
 func (r *kubevirtReceiver) emitLoop(ctx context.Context) {
 	e := r.newEmitter()
 	ticker := time.NewTicker(r.cfg.CollectionInterval)
 	defer ticker.Stop()
+	var last time.Time
+	var gap <-chan time.Time // set while a self-metrics batch waits for selfMetricsGap
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.series.Changed():
 		case <-ticker.C:
+		case <-r.selfChanged:
+			if gap != nil {
+				continue
+			}
+			if wait := selfMetricsGap - time.Since(last); wait > 0 {
+				gap = time.After(wait)
+				continue
+			}
+		case <-gap:
 		}
+		gap, last = nil, time.Now()
 		md, removed := e.build(pcommon.NewTimestampFromTime(time.Now()))
 		if md.DataPointCount() == 0 {
 			continue
@@ -76,6 +101,9 @@ func (e *emitter) build(now pcommon.Timestamp) (md pmetric.Metrics, removed []se
 		record(e.mb, s, now)
 	}
 	e.stats.recordFailures(e.mb, now)
+	if e.watch != nil {
+		recordWatch(e.mb, e.watch(), now)
+	}
 	md = e.mb.Emit(metadata.WithResource(e.resource))
 	metrics := e.scopeMetrics(md)
 	for i := range metrics.Len() {
@@ -120,6 +148,22 @@ func splitRetractions(metrics pmetric.MetricSlice, idx, nLive int) {
 	points.RemoveIf(func(pmetric.NumberDataPoint) bool { i++; return i > nLive })
 	if nLive == 0 {
 		metrics.RemoveIf(func(x pmetric.Metric) bool { return x.Name() == infoMetric && x.Gauge().DataPoints().Len() == 0 })
+	}
+}
+
+// recordWatch adds the VMI watch's health: whether it is synced, how stale the view
+// is, and its failures by reason.
+func recordWatch(mb *metadata.MetricsBuilder, h vmi.Health, now pcommon.Timestamp) {
+	synced := int64(0)
+	if h.Synced {
+		synced = 1
+	}
+	mb.RecordKubevirtVmiHypervisorWatchSyncedDataPoint(now, synced)
+	mb.RecordKubevirtVmiHypervisorWatchStalenessDataPoint(now, h.Staleness.Seconds())
+	for reason, n := range h.Failures {
+		if a, ok := metadata.MapAttributeWatchReason[string(reason)]; ok {
+			mb.RecordKubevirtVmiHypervisorWatchFailuresDataPoint(now, n, a)
+		}
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/series"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/metadata"
 )
 
@@ -134,6 +135,45 @@ func TestBuildIncludesDetectionStatistics(t *testing.T) {
 	}
 	assert.Equal(t, map[string]bool{durationMetric: true, "kubevirt.vmi.hypervisor.detection.failures": true}, found)
 	assert.Equal(t, metadata.ScopeName, md.ResourceMetrics().At(0).ScopeMetrics().At(0).Scope().Name())
+}
+
+func TestBuildIncludesWatchHealth(t *testing.T) {
+	e := testEmitter(metadata.DefaultMetricsBuilderConfig(), series.NewSet())
+	e.watch = func() vmi.Health {
+		return vmi.Health{Staleness: 1500 * time.Millisecond, Failures: map[vmi.FailureReason]int64{vmi.ReasonForbidden: 2, vmi.ReasonUnreachable: 1}}
+	}
+	got := map[string]float64{}
+	ms := metricsOf(e.build(pcommon.NewTimestampFromTime(time.Now()))).ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+	for i := range ms.Len() {
+		m := ms.At(i)
+		switch m.Name() {
+		case "kubevirt.vmi.hypervisor.watch.synced":
+			got[m.Name()] = float64(m.Gauge().DataPoints().At(0).IntValue())
+		case "kubevirt.vmi.hypervisor.watch.staleness":
+			got[m.Name()] = m.Gauge().DataPoints().At(0).DoubleValue()
+		case "kubevirt.vmi.hypervisor.watch.failures":
+			assert.True(t, m.Sum().IsMonotonic())
+			for j := range m.Sum().DataPoints().Len() {
+				dp := m.Sum().DataPoints().At(j)
+				reason, _ := dp.Attributes().Get("reason")
+				got[m.Name()+"{"+reason.Str()+"}"] = float64(dp.IntValue())
+			}
+		}
+	}
+	assert.Equal(t, map[string]float64{
+		"kubevirt.vmi.hypervisor.watch.synced":                0,
+		"kubevirt.vmi.hypervisor.watch.staleness":             1.5,
+		"kubevirt.vmi.hypervisor.watch.failures{forbidden}":   2,
+		"kubevirt.vmi.hypervisor.watch.failures{unreachable}": 1,
+	}, got)
+
+	e.watch = func() vmi.Health { return vmi.Health{Synced: true} }
+	ms = metricsOf(e.build(pcommon.NewTimestampFromTime(time.Now()))).ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+	for i := range ms.Len() {
+		if ms.At(i).Name() == "kubevirt.vmi.hypervisor.watch.synced" {
+			assert.Equal(t, int64(1), ms.At(i).Gauge().DataPoints().At(0).IntValue())
+		}
+	}
 }
 
 func metricsOf(md pmetric.Metrics, _ []series.Series) pmetric.Metrics { return md }

@@ -36,9 +36,11 @@ func TestAPIServerRestartKeepsSeriesAndFollowsNewChanges(t *testing.T) {
 	proxy := startAPIProxy(t, api)
 	uri := testDriverNode(t, map[string]string{"default_a": "kvm", "default_b": "qemu", "default_c": "hyperv"})
 	var batches atomic.Int64
+	logs, observe := observeLogs()
 	_, v := startReceiver(t, api, nodeA, uri, func(r *kubevirtReceiver) {
 		t.Setenv("KUBECONFIG", proxy.Kubeconfig)
 		countBatches(&batches)(r)
+		observe(r)
 	})
 	ctx := context.Background()
 
@@ -46,6 +48,7 @@ func TestAPIServerRestartKeepsSeriesAndFollowsNewChanges(t *testing.T) {
 	runVMI(t, api, "default", "b", nodeA)
 	known := map[string]string{"default/a": "kvm", "default/b": "qemu-tcg"}
 	waitView(t, v, known, 10*time.Second)
+	waitSelf(t, v, syncedMetric, soon, func(x float64) bool { return x == 1 })
 
 	// kube-apiserver stops. It does not stop while a watch is open (it waits for it
 	// past envtest's stop timeout), so the proxy ends the receiver's watch first, as a
@@ -57,6 +60,10 @@ func TestAPIServerRestartKeepsSeriesAndFollowsNewChanges(t *testing.T) {
 	n := batches.Load()
 	waitFor(t, "two emissions during the outage", func() bool { return batches.Load() >= n+2 })
 	require.Equal(t, known, v.snapshot())
+	// ...and says, in its log and its metrics, that they may be stale.
+	e := waitLog(t, logs, watchFailed, soon)
+	require.Equal(t, "unreachable", e.ContextMap()["reason"])
+	waitSelf(t, v, syncedMetric, soon, func(x float64) bool { return x == 0 })
 
 	// Back with the same etcd: changes made from now on are followed.
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -66,6 +73,7 @@ func TestAPIServerRestartKeepsSeriesAndFollowsNewChanges(t *testing.T) {
 	require.NoError(t, api.SetVMIStatus(ctx, "default", "a", testenv.VMIStatus{Phase: "Succeeded", NodeName: nodeA}))
 	// The reflector backs off while the server is away (up to seconds), hence the wait.
 	waitView(t, v, map[string]string{"default/b": "qemu-tcg", "default/c": "mshv"}, 30*time.Second)
+	checkWatchRecovered(t, logs, v)
 }
 
 // TestExpiredWatchRelistsWhatChangedMeanwhile cuts the receiver off the API server,

@@ -27,9 +27,12 @@ import (
 type view struct {
 	mu  sync.Mutex
 	cur map[string]string
+	// self holds the last value of every other metric's points, keyed by the metric's
+	// name, followed by {reason} for those that have one.
+	self map[string]float64
 }
 
-func newView() *view { return &view{cur: map[string]string{}} }
+func newView() *view { return &view{cur: map[string]string{}, self: map[string]float64{}} }
 
 func (v *view) consume(_ context.Context, md pmetric.Metrics) error {
 	v.mu.Lock()
@@ -41,6 +44,7 @@ func (v *view) consume(_ context.Context, md pmetric.Metrics) error {
 			ms := sms.At(j).Metrics()
 			for k := range ms.Len() {
 				if ms.At(k).Name() != infoMetric {
+					v.record(ms.At(k))
 					continue
 				}
 				dps := ms.At(k).Gauge().DataPoints()
@@ -59,6 +63,55 @@ func (v *view) consume(_ context.Context, md pmetric.Metrics) error {
 		}
 	}
 	return nil
+}
+
+// record keeps the values of a self-metric's number points.
+func (v *view) record(m pmetric.Metric) {
+	var dps pmetric.NumberDataPointSlice
+	switch m.Type() {
+	case pmetric.MetricTypeGauge:
+		dps = m.Gauge().DataPoints()
+	case pmetric.MetricTypeSum:
+		dps = m.Sum().DataPoints()
+	default:
+		return
+	}
+	for i := range dps.Len() {
+		key := m.Name()
+		if reason, ok := dps.At(i).Attributes().Get("reason"); ok {
+			key += "{" + reason.Str() + "}"
+		}
+		if dps.At(i).ValueType() == pmetric.NumberDataPointValueTypeDouble {
+			v.self[key] = dps.At(i).DoubleValue()
+		} else {
+			v.self[key] = float64(dps.At(i).IntValue())
+		}
+	}
+}
+
+// selfMetric is the last value of a self-metric (see view.self), and whether any was sent.
+func (v *view) selfMetric(key string) (float64, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	x, ok := v.self[key]
+	return x, ok
+}
+
+// waitSelf polls until the self-metric key has been sent with a value that satisfies ok.
+func waitSelf(t *testing.T, v *view, key string, within time.Duration, ok func(float64) bool) float64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	var x float64
+	if err := testenv.Poll(ctx, 10*time.Millisecond, func() (bool, error) {
+		var sent bool
+		x, sent = v.selfMetric(key)
+		return sent && ok(x), nil
+	}); err != nil {
+		last, sent := v.selfMetric(key)
+		t.Fatalf("%s: last value %v (sent: %v) did not satisfy the test within %v", key, last, sent, within)
+	}
+	return x
 }
 
 func (v *view) snapshot() map[string]string {

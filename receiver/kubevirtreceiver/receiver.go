@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/domain"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/faultlog"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/kube"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/launcher"
@@ -27,6 +28,27 @@ import (
 // workers bounds how many VMIs are detected at once. Detection is a short local RPC, so
 // a few workers keep up with hundreds of transitions a second.
 const workers = 4
+
+// faultInterval is how often a lasting libvirt outage is logged again.
+const faultInterval = time.Minute
+
+// libvirtRecovered ends a libvirt outage in the log.
+const libvirtRecovered = "libvirt reachable again for every VMI"
+
+// isLibvirtUnreachable says whether a detection error means libvirt could not be asked
+// (as opposed to an answer the receiver could not use).
+func isLibvirtUnreachable(err error) bool {
+	return !errors.Is(err, domain.ErrNotFound) && !errors.Is(err, domain.ErrInvalidXML)
+}
+
+// libvirtHint says what to check when libvirt cannot be reached.
+func libvirtHint(source string) string {
+	if source == SourceLauncher {
+		return "check that the launcher pod's libvirt socket in the error exists and that the collector may open it " +
+			"(the DaemonSet's /pods mount and its DAC_OVERRIDE capability, deploy/kubernetes/daemonset.yaml)"
+	}
+	return "check that libvirt runs at libvirt.uri and that the collector may connect to it"
+}
 
 // Retries of a VMI whose domain is missing or whose libvirt failed back off from
 // retryBase up to retryMax.
@@ -45,6 +67,12 @@ type kubevirtReceiver struct {
 
 	series *series.Set
 	stats  *detectionStats
+	// selfChanged wakes the emitter when a self-metric changed without any series
+	// changing (a failed detection, the watch failing or recovering), so that the
+	// endpoint shows it within a second rather than at the next collection_interval.
+	selfChanged chan struct{}
+	// libvirtFaults logs libvirt being unreachable without a line per VMI and retry.
+	libvirtFaults *faultlog.Tracker
 	// retryBase and retryMax are fields so that tests can take retries out of the way.
 	retryBase, retryMax time.Duration
 
@@ -69,15 +97,16 @@ type knownType struct {
 
 func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics) *kubevirtReceiver {
 	return &kubevirtReceiver{
-		cfg:       cfg,
-		set:       set,
-		logger:    set.Logger,
-		next:      next,
-		series:    series.NewSet(),
-		stats:     newDetectionStats(),
-		retryBase: retryBase,
-		retryMax:  retryMax,
-		known:     map[string]knownType{},
+		cfg:         cfg,
+		set:         set,
+		logger:      set.Logger,
+		next:        next,
+		series:      series.NewSet(),
+		stats:       newDetectionStats(),
+		selfChanged: make(chan struct{}, 1),
+		retryBase:   retryBase,
+		retryMax:    retryMax,
+		known:       map[string]knownType{},
 	}
 }
 
@@ -93,7 +122,9 @@ func (r *kubevirtReceiver) Start(_ context.Context, _ component.Host) error {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	// The queue exists before anything can call enqueue, and nothing after it can fail.
-	r.watcher, err = vmi.NewWatcher(client, r.cfg.NodeName, r.logger, r.enqueue)
+	r.libvirtFaults = faultlog.New(r.logger, faultInterval)
+	r.watcher, err = vmi.NewWatcher(client, r.cfg.NodeName, r.logger,
+		vmi.WatcherHandlers{Changed: r.enqueue, HealthChanged: r.selfMetricsChanged})
 	if err != nil {
 		return err
 	}
@@ -138,6 +169,20 @@ func (r *kubevirtReceiver) Shutdown(context.Context) error {
 
 // enqueue asks for the VMI key to be detected (again).
 func (r *kubevirtReceiver) enqueue(key string) { r.queue.Add(key) }
+
+// selfMetricsChanged asks the emitter for a batch soon; it never blocks.
+func (r *kubevirtReceiver) selfMetricsChanged() {
+	select {
+	case r.selfChanged <- struct{}{}:
+	default:
+	}
+}
+
+// failed counts a failed detection and has it shown soon.
+func (r *kubevirtReceiver) failed(reason metadata.AttributeReason) {
+	r.stats.fail(reason)
+	r.selfMetricsChanged()
+}
 
 // domainStarted queues the VMI behind a domain that started, resumed, was restored or
 // migrated in.
@@ -212,9 +257,12 @@ func (r *kubevirtReceiver) sync(ctx context.Context, key string) error {
 	res, err := r.domains.Detect(ctx, key, launcher.VMI{
 		Namespace: v.Namespace, Name: v.Name, ActivePods: v.ActivePods, RuntimeUser: v.RuntimeUser,
 	})
+	if err == nil || !isLibvirtUnreachable(err) {
+		r.libvirtFaults.Recover(key, libvirtRecovered)
+	}
 	switch {
 	case errors.Is(err, domain.ErrInvalidXML):
-		r.stats.fail(metadata.AttributeReasonInvalidXML)
+		r.failed(metadata.AttributeReasonInvalidXML)
 		r.logger.Warn("Failed to parse domain XML; reporting unknown", zap.String("vmi", key), zap.Error(err))
 		r.logger.Debug("Domain XML", zap.String("vmi", key), zap.String("from", res.From), zap.String("xml", res.XML))
 		s.Type = hypervisor.Unknown
@@ -222,24 +270,29 @@ func (r *kubevirtReceiver) sync(ctx context.Context, key string) error {
 		return nil
 	case errors.Is(err, domain.ErrNotFound):
 		// Running in Kubernetes before libvirt has started the domain: wait for it.
-		r.stats.fail(metadata.AttributeReasonDomainMissing)
+		r.failed(metadata.AttributeReasonDomainMissing)
 		r.logger.Debug("Domain not running yet; will retry", zap.String("vmi", key), zap.String("domain", name), zap.Error(err))
 		r.series.Delete(key)
 		return errRetry
 	case err != nil:
-		r.stats.fail(metadata.AttributeReasonLibvirtUnreachable)
+		r.failed(metadata.AttributeReasonLibvirtUnreachable)
+		// Logged once when libvirt becomes unreachable and then at most every
+		// faultInterval, not for every VMI and retry.
 		if k, ok := r.knownType(key); ok && k.pods == pods && k.typ != hypervisor.Unknown {
-			r.logger.Warn("Failed to detect hypervisor; keeping the type known for this launcher",
-				zap.String("vmi", key), zap.String("hypervisor_type", string(k.typ)), zap.Error(err))
+			r.libvirtFaults.Fail(key, metadata.AttributeReasonLibvirtUnreachable.String(),
+				"Failed to detect hypervisor; keeping the type known for this launcher",
+				zap.String("vmi", key), zap.String("hypervisor_type", string(k.typ)), zap.String("hint", libvirtHint(r.cfg.Libvirt.Source)), zap.Error(err))
 			s.Type = k.typ
 		} else {
-			r.logger.Warn("Failed to detect hypervisor; reporting unknown", zap.String("vmi", key), zap.Error(err))
+			r.libvirtFaults.Fail(key, metadata.AttributeReasonLibvirtUnreachable.String(),
+				"Failed to detect hypervisor; reporting unknown",
+				zap.String("vmi", key), zap.String("hint", libvirtHint(r.cfg.Libvirt.Source)), zap.Error(err))
 			s.Type = hypervisor.Unknown
 		}
 		r.series.Put(key, s)
 		return errRetry
 	case res.Type == hypervisor.Unknown:
-		r.stats.fail(metadata.AttributeReasonUnsupportedType)
+		r.failed(metadata.AttributeReasonUnsupportedType)
 		r.logger.Warn("Unsupported domain type; reporting unknown", zap.String("vmi", key), zap.String("domain_type", res.DomainType))
 		r.logger.Debug("Domain XML", zap.String("vmi", key), zap.String("from", res.From), zap.String("xml", res.XML))
 	default:
@@ -266,6 +319,7 @@ func (r *kubevirtReceiver) remember(key string, k knownType) {
 
 // forget removes the VMI's series, what was known about it and its launcher connection.
 func (r *kubevirtReceiver) forget(key string) {
+	r.libvirtFaults.Recover(key, libvirtRecovered)
 	r.series.Delete(key)
 	r.domains.Forget(key)
 	r.knownMu.Lock()

@@ -47,10 +47,73 @@ func (ms *KubevirtVmiHypervisorInfoMetricConfig) Unmarshal(parser *confmap.Conf)
 	return nil
 }
 
+// KubevirtVmiHypervisorWatchFailuresMetricConfig provides config for the kubevirt.vmi.hypervisor.watch.failures metric.
+type KubevirtVmiHypervisorWatchFailuresMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *KubevirtVmiHypervisorWatchFailuresMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// KubevirtVmiHypervisorWatchStalenessMetricConfig provides config for the kubevirt.vmi.hypervisor.watch.staleness metric.
+type KubevirtVmiHypervisorWatchStalenessMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *KubevirtVmiHypervisorWatchStalenessMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// KubevirtVmiHypervisorWatchSyncedMetricConfig provides config for the kubevirt.vmi.hypervisor.watch.synced metric.
+type KubevirtVmiHypervisorWatchSyncedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *KubevirtVmiHypervisorWatchSyncedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // MetricsConfig provides config for kubevirt metrics.
 type MetricsConfig struct {
 	KubevirtVmiHypervisorDetectionFailures KubevirtVmiHypervisorDetectionFailuresMetricConfig `mapstructure:"kubevirt.vmi.hypervisor.detection.failures"`
 	KubevirtVmiHypervisorInfo              KubevirtVmiHypervisorInfoMetricConfig              `mapstructure:"kubevirt.vmi.hypervisor.info"`
+	KubevirtVmiHypervisorWatchFailures     KubevirtVmiHypervisorWatchFailuresMetricConfig     `mapstructure:"kubevirt.vmi.hypervisor.watch.failures"`
+	KubevirtVmiHypervisorWatchStaleness    KubevirtVmiHypervisorWatchStalenessMetricConfig    `mapstructure:"kubevirt.vmi.hypervisor.watch.staleness"`
+	KubevirtVmiHypervisorWatchSynced       KubevirtVmiHypervisorWatchSyncedMetricConfig       `mapstructure:"kubevirt.vmi.hypervisor.watch.synced"`
 }
 
 func DefaultMetricsConfig() MetricsConfig {
@@ -59,6 +122,15 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled: true,
 		},
 		KubevirtVmiHypervisorInfo: KubevirtVmiHypervisorInfoMetricConfig{
+			Enabled: true,
+		},
+		KubevirtVmiHypervisorWatchFailures: KubevirtVmiHypervisorWatchFailuresMetricConfig{
+			Enabled: true,
+		},
+		KubevirtVmiHypervisorWatchStaleness: KubevirtVmiHypervisorWatchStalenessMetricConfig{
+			Enabled: true,
+		},
+		KubevirtVmiHypervisorWatchSynced: KubevirtVmiHypervisorWatchSyncedMetricConfig{
 			Enabled: true,
 		},
 	}

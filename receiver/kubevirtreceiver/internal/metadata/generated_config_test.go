@@ -32,6 +32,15 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					KubevirtVmiHypervisorInfo: KubevirtVmiHypervisorInfoMetricConfig{
 						Enabled: true,
 					},
+					KubevirtVmiHypervisorWatchFailures: KubevirtVmiHypervisorWatchFailuresMetricConfig{
+						Enabled: true,
+					},
+					KubevirtVmiHypervisorWatchStaleness: KubevirtVmiHypervisorWatchStalenessMetricConfig{
+						Enabled: true,
+					},
+					KubevirtVmiHypervisorWatchSynced: KubevirtVmiHypervisorWatchSyncedMetricConfig{
+						Enabled: true,
+					},
 				},
 				ResourceAttributes: ResourceAttributesConfig{
 					K8sNodeName: ResourceAttributeConfig{Enabled: true},
@@ -48,6 +57,15 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					KubevirtVmiHypervisorInfo: KubevirtVmiHypervisorInfoMetricConfig{
 						Enabled: false,
 					},
+					KubevirtVmiHypervisorWatchFailures: KubevirtVmiHypervisorWatchFailuresMetricConfig{
+						Enabled: false,
+					},
+					KubevirtVmiHypervisorWatchStaleness: KubevirtVmiHypervisorWatchStalenessMetricConfig{
+						Enabled: false,
+					},
+					KubevirtVmiHypervisorWatchSynced: KubevirtVmiHypervisorWatchSyncedMetricConfig{
+						Enabled: false,
+					},
 				},
 				ResourceAttributes: ResourceAttributesConfig{
 					K8sNodeName: ResourceAttributeConfig{Enabled: false},
@@ -58,7 +76,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(KubevirtVmiHypervisorDetectionFailuresMetricConfig{}, KubevirtVmiHypervisorInfoMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(KubevirtVmiHypervisorDetectionFailuresMetricConfig{}, KubevirtVmiHypervisorInfoMetricConfig{}, KubevirtVmiHypervisorWatchFailuresMetricConfig{}, KubevirtVmiHypervisorWatchStalenessMetricConfig{}, KubevirtVmiHypervisorWatchSyncedMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}

@@ -86,6 +86,44 @@ var MapAttributeReason = map[string]AttributeReason{
 	"unsupported_type":    AttributeReasonUnsupportedType,
 }
 
+// AttributeWatchReason specifies the value watch_reason attribute.
+type AttributeWatchReason int
+
+const (
+	_ AttributeWatchReason = iota
+	AttributeWatchReasonUnreachable
+	AttributeWatchReasonUnauthorized
+	AttributeWatchReasonForbidden
+	AttributeWatchReasonCrdMissing
+	AttributeWatchReasonOther
+)
+
+// String returns the string representation of the AttributeWatchReason.
+func (av AttributeWatchReason) String() string {
+	switch av {
+	case AttributeWatchReasonUnreachable:
+		return "unreachable"
+	case AttributeWatchReasonUnauthorized:
+		return "unauthorized"
+	case AttributeWatchReasonForbidden:
+		return "forbidden"
+	case AttributeWatchReasonCrdMissing:
+		return "crd_missing"
+	case AttributeWatchReasonOther:
+		return "other"
+	}
+	return ""
+}
+
+// MapAttributeWatchReason is a helper map of string to AttributeWatchReason attribute value.
+var MapAttributeWatchReason = map[string]AttributeWatchReason{
+	"unreachable":  AttributeWatchReasonUnreachable,
+	"unauthorized": AttributeWatchReasonUnauthorized,
+	"forbidden":    AttributeWatchReasonForbidden,
+	"crd_missing":  AttributeWatchReasonCrdMissing,
+	"other":        AttributeWatchReasonOther,
+}
+
 var MetricsInfo = metricsInfo{
 	KubevirtVmiHypervisorDetectionFailures: metricInfo{
 		Name:       "kubevirt.vmi.hypervisor.detection.failures",
@@ -95,11 +133,24 @@ var MetricsInfo = metricsInfo{
 		Name:       "kubevirt.vmi.hypervisor.info",
 		Attributes: []string{"namespace", "name", "node", "hypervisor_type"},
 	},
+	KubevirtVmiHypervisorWatchFailures: metricInfo{
+		Name:       "kubevirt.vmi.hypervisor.watch.failures",
+		Attributes: []string{"watch_reason"},
+	},
+	KubevirtVmiHypervisorWatchStaleness: metricInfo{
+		Name: "kubevirt.vmi.hypervisor.watch.staleness",
+	},
+	KubevirtVmiHypervisorWatchSynced: metricInfo{
+		Name: "kubevirt.vmi.hypervisor.watch.synced",
+	},
 }
 
 type metricsInfo struct {
 	KubevirtVmiHypervisorDetectionFailures metricInfo
 	KubevirtVmiHypervisorInfo              metricInfo
+	KubevirtVmiHypervisorWatchFailures     metricInfo
+	KubevirtVmiHypervisorWatchStaleness    metricInfo
+	KubevirtVmiHypervisorWatchSynced       metricInfo
 }
 
 type metricInfo struct {
@@ -216,6 +267,160 @@ func newMetricKubevirtVmiHypervisorInfo(cfg KubevirtVmiHypervisorInfoMetricConfi
 	return m
 }
 
+type metricKubevirtVmiHypervisorWatchFailures struct {
+	data     pmetric.Metric                                 // data buffer for generated metric.
+	config   KubevirtVmiHypervisorWatchFailuresMetricConfig // metric config provided by user.
+	capacity int                                            // max observed number of data points added to the metric.
+}
+
+// init fills kubevirt.vmi.hypervisor.watch.failures metric with initial data.
+func (m *metricKubevirtVmiHypervisorWatchFailures) init() {
+	m.data.SetName("kubevirt.vmi.hypervisor.watch.failures")
+	m.data.SetDescription("Lists and watches of this node's VirtualMachineInstances that failed or broke off with an error, by reason, since the receiver started.")
+	m.data.SetUnit("{failure}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+}
+
+func (m *metricKubevirtVmiHypervisorWatchFailures) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, watchReasonAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Sum().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+	dp.Attributes().PutStr("reason", watchReasonAttributeValue)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKubevirtVmiHypervisorWatchFailures) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKubevirtVmiHypervisorWatchFailures) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKubevirtVmiHypervisorWatchFailures(cfg KubevirtVmiHypervisorWatchFailuresMetricConfig) metricKubevirtVmiHypervisorWatchFailures {
+	m := metricKubevirtVmiHypervisorWatchFailures{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKubevirtVmiHypervisorWatchStaleness struct {
+	data     pmetric.Metric                                  // data buffer for generated metric.
+	config   KubevirtVmiHypervisorWatchStalenessMetricConfig // metric config provided by user.
+	capacity int                                             // max observed number of data points added to the metric.
+}
+
+// init fills kubevirt.vmi.hypervisor.watch.staleness metric with initial data.
+func (m *metricKubevirtVmiHypervisorWatchStaleness) init() {
+	m.data.SetName("kubevirt.vmi.hypervisor.watch.staleness")
+	m.data.SetDescription("How far behind the API server the receiver's view of its node's VMIs may be: 0 while the VMI watch is synced, otherwise the time since it last worked (or since the receiver started, if it never did).")
+	m.data.SetUnit("s")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricKubevirtVmiHypervisorWatchStaleness) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetDoubleValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKubevirtVmiHypervisorWatchStaleness) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKubevirtVmiHypervisorWatchStaleness) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKubevirtVmiHypervisorWatchStaleness(cfg KubevirtVmiHypervisorWatchStalenessMetricConfig) metricKubevirtVmiHypervisorWatchStaleness {
+	m := metricKubevirtVmiHypervisorWatchStaleness{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKubevirtVmiHypervisorWatchSynced struct {
+	data     pmetric.Metric                               // data buffer for generated metric.
+	config   KubevirtVmiHypervisorWatchSyncedMetricConfig // metric config provided by user.
+	capacity int                                          // max observed number of data points added to the metric.
+}
+
+// init fills kubevirt.vmi.hypervisor.watch.synced metric with initial data.
+func (m *metricKubevirtVmiHypervisorWatchSynced) init() {
+	m.data.SetName("kubevirt.vmi.hypervisor.watch.synced")
+	m.data.SetDescription("1 while the receiver sees its node's VMIs: the first list is done and the watch is open. 0 while the API server cannot be reached, refuses the collector (RBAC, credentials) or does not serve VMIs, and before the first list.")
+	m.data.SetUnit("")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricKubevirtVmiHypervisorWatchSynced) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKubevirtVmiHypervisorWatchSynced) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKubevirtVmiHypervisorWatchSynced) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKubevirtVmiHypervisorWatchSynced(cfg KubevirtVmiHypervisorWatchSyncedMetricConfig) metricKubevirtVmiHypervisorWatchSynced {
+	m := metricKubevirtVmiHypervisorWatchSynced{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 // MetricsBuilder provides an interface for scrapers to report metrics while taking care of all the transformations
 // required to produce metric representation defined in metadata and user config.
 type MetricsBuilder struct {
@@ -228,6 +433,9 @@ type MetricsBuilder struct {
 	resourceAttributeExcludeFilter               map[string]filter.Filter
 	metricKubevirtVmiHypervisorDetectionFailures metricKubevirtVmiHypervisorDetectionFailures
 	metricKubevirtVmiHypervisorInfo              metricKubevirtVmiHypervisorInfo
+	metricKubevirtVmiHypervisorWatchFailures     metricKubevirtVmiHypervisorWatchFailures
+	metricKubevirtVmiHypervisorWatchStaleness    metricKubevirtVmiHypervisorWatchStaleness
+	metricKubevirtVmiHypervisorWatchSynced       metricKubevirtVmiHypervisorWatchSynced
 }
 
 // MetricBuilderOption applies changes to default metrics builder.
@@ -255,6 +463,9 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		buildInfo:     settings.BuildInfo,
 		metricKubevirtVmiHypervisorDetectionFailures: newMetricKubevirtVmiHypervisorDetectionFailures(mbc.Metrics.KubevirtVmiHypervisorDetectionFailures),
 		metricKubevirtVmiHypervisorInfo:              newMetricKubevirtVmiHypervisorInfo(mbc.Metrics.KubevirtVmiHypervisorInfo),
+		metricKubevirtVmiHypervisorWatchFailures:     newMetricKubevirtVmiHypervisorWatchFailures(mbc.Metrics.KubevirtVmiHypervisorWatchFailures),
+		metricKubevirtVmiHypervisorWatchStaleness:    newMetricKubevirtVmiHypervisorWatchStaleness(mbc.Metrics.KubevirtVmiHypervisorWatchStaleness),
+		metricKubevirtVmiHypervisorWatchSynced:       newMetricKubevirtVmiHypervisorWatchSynced(mbc.Metrics.KubevirtVmiHypervisorWatchSynced),
 		resourceAttributeIncludeFilter:               make(map[string]filter.Filter),
 		resourceAttributeExcludeFilter:               make(map[string]filter.Filter),
 	}
@@ -335,6 +546,9 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	ils.Metrics().EnsureCapacity(mb.metricsCapacity)
 	mb.metricKubevirtVmiHypervisorDetectionFailures.emit(ils.Metrics())
 	mb.metricKubevirtVmiHypervisorInfo.emit(ils.Metrics())
+	mb.metricKubevirtVmiHypervisorWatchFailures.emit(ils.Metrics())
+	mb.metricKubevirtVmiHypervisorWatchStaleness.emit(ils.Metrics())
+	mb.metricKubevirtVmiHypervisorWatchSynced.emit(ils.Metrics())
 
 	for _, op := range options {
 		op.apply(rm)
@@ -374,6 +588,21 @@ func (mb *MetricsBuilder) RecordKubevirtVmiHypervisorDetectionFailuresDataPoint(
 // RecordKubevirtVmiHypervisorInfoDataPoint adds a data point to kubevirt.vmi.hypervisor.info metric.
 func (mb *MetricsBuilder) RecordKubevirtVmiHypervisorInfoDataPoint(ts pcommon.Timestamp, val int64, namespaceAttributeValue string, nameAttributeValue string, nodeAttributeValue string, hypervisorTypeAttributeValue AttributeHypervisorType) {
 	mb.metricKubevirtVmiHypervisorInfo.recordDataPoint(mb.startTime, ts, val, namespaceAttributeValue, nameAttributeValue, nodeAttributeValue, hypervisorTypeAttributeValue.String())
+}
+
+// RecordKubevirtVmiHypervisorWatchFailuresDataPoint adds a data point to kubevirt.vmi.hypervisor.watch.failures metric.
+func (mb *MetricsBuilder) RecordKubevirtVmiHypervisorWatchFailuresDataPoint(ts pcommon.Timestamp, val int64, watchReasonAttributeValue AttributeWatchReason) {
+	mb.metricKubevirtVmiHypervisorWatchFailures.recordDataPoint(mb.startTime, ts, val, watchReasonAttributeValue.String())
+}
+
+// RecordKubevirtVmiHypervisorWatchStalenessDataPoint adds a data point to kubevirt.vmi.hypervisor.watch.staleness metric.
+func (mb *MetricsBuilder) RecordKubevirtVmiHypervisorWatchStalenessDataPoint(ts pcommon.Timestamp, val float64) {
+	mb.metricKubevirtVmiHypervisorWatchStaleness.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordKubevirtVmiHypervisorWatchSyncedDataPoint adds a data point to kubevirt.vmi.hypervisor.watch.synced metric.
+func (mb *MetricsBuilder) RecordKubevirtVmiHypervisorWatchSyncedDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricKubevirtVmiHypervisorWatchSynced.recordDataPoint(mb.startTime, ts, val)
 }
 
 // Reset resets metrics builder to its initial state. It should be used when external metrics source is restarted,

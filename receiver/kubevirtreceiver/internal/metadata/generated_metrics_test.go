@@ -72,6 +72,15 @@ func TestMetricsBuilder(t *testing.T) {
 			defaultMetricsCount++
 			allMetricsCount++
 			mb.RecordKubevirtVmiHypervisorInfoDataPoint(ts, 1, "namespace-val", "name-val", "node-val", AttributeHypervisorTypeKvm)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordKubevirtVmiHypervisorWatchFailuresDataPoint(ts, 1, AttributeWatchReasonUnreachable)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordKubevirtVmiHypervisorWatchStalenessDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordKubevirtVmiHypervisorWatchSyncedDataPoint(ts, 1)
 
 			rb := mb.NewResourceBuilder()
 			rb.SetK8sNodeName("k8s.node.name-val")
@@ -144,6 +153,47 @@ func TestMetricsBuilder(t *testing.T) {
 					hypervisorTypeAttrVal, ok := dp.Attributes().Get("hypervisor_type")
 					assert.True(t, ok)
 					assert.Equal(t, "kvm", hypervisorTypeAttrVal.Str())
+				case "kubevirt.vmi.hypervisor.watch.failures":
+					assert.False(t, validatedMetrics["kubevirt.vmi.hypervisor.watch.failures"], "Found a duplicate in the metrics slice: kubevirt.vmi.hypervisor.watch.failures")
+					validatedMetrics["kubevirt.vmi.hypervisor.watch.failures"] = true
+					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+					assert.Equal(t, "Lists and watches of this node's VirtualMachineInstances that failed or broke off with an error, by reason, since the receiver started.", mi.Description())
+					assert.Equal(t, "{failure}", mi.Unit())
+					assert.True(t, mi.Sum().IsMonotonic())
+					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+					dp := mi.Sum().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
+					watchReasonAttrVal, ok := dp.Attributes().Get("reason")
+					assert.True(t, ok)
+					assert.Equal(t, "unreachable", watchReasonAttrVal.Str())
+				case "kubevirt.vmi.hypervisor.watch.staleness":
+					assert.False(t, validatedMetrics["kubevirt.vmi.hypervisor.watch.staleness"], "Found a duplicate in the metrics slice: kubevirt.vmi.hypervisor.watch.staleness")
+					validatedMetrics["kubevirt.vmi.hypervisor.watch.staleness"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "How far behind the API server the receiver's view of its node's VMIs may be: 0 while the VMI watch is synced, otherwise the time since it last worked (or since the receiver started, if it never did).", mi.Description())
+					assert.Equal(t, "s", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
+					assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+				case "kubevirt.vmi.hypervisor.watch.synced":
+					assert.False(t, validatedMetrics["kubevirt.vmi.hypervisor.watch.synced"], "Found a duplicate in the metrics slice: kubevirt.vmi.hypervisor.watch.synced")
+					validatedMetrics["kubevirt.vmi.hypervisor.watch.synced"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "1 while the receiver sees its node's VMIs: the first list is done and the watch is open. 0 while the API server cannot be reached, refuses the collector (RBAC, credentials) or does not serve VMIs, and before the first list.", mi.Description())
+					assert.Empty(t, mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
 				}
 			}
 		})
