@@ -98,26 +98,3 @@ func rssBytes(pid int) (int64, error) {
 	}
 	return 0, fmt.Errorf("no VmRSS for %d", pid)
 }
-
-// pidsWhere returns the pids of processes whose /proc/<pid>/stat satisfies keep.
-func pidsWhere(keep func(pid int, stat string) bool) ([]int, error) {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, err
-	}
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		if keep(pid, string(b)) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids, nil
-}

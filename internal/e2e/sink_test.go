@@ -152,9 +152,4 @@ func intValue(dp pmetric.NumberDataPoint) int64 {
 	return dp.IntValue()
 }
 
-// vmiKey names the VMI a point is about.
-func (p otlpPoint) vmiKey() string {
-	return fmt.Sprint(p.Attributes["namespace"], "/", p.Attributes["name"])
-}
-
 func fmtAny(v any) string { return fmt.Sprint(v) }

@@ -39,7 +39,7 @@ func TestLoadConfig(t *testing.T) {
 				PodsDir: "/pods",
 				Timeout: 2 * time.Second,
 			},
-			MetricsBuilderConfig: metadata.DefaultMetricsBuilderConfig(),
+			MetricsBuilderConfig: metadata.NewDefaultMetricsBuilderConfig(),
 		}},
 	}
 	for _, tt := range tests {

@@ -22,7 +22,7 @@ func BenchmarkBuild1000(b *testing.B) {
 		ns, name := fmt.Sprintf("ns-%d", i%10), fmt.Sprintf("vm-%04d", i)
 		set.Put(ns+"/"+name, series.Series{Namespace: ns, Name: name, Node: "worker-node-1", Type: types[i%3]})
 	}
-	e := testEmitter(metadata.DefaultMetricsBuilderConfig(), set)
+	e := testEmitter(metadata.NewDefaultMetricsBuilderConfig(), set)
 	now := pcommon.NewTimestampFromTime(time.Now())
 	b.ReportAllocs()
 	for b.Loop() {

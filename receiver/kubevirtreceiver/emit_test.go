@@ -57,7 +57,7 @@ func points(t *testing.T, md pmetric.Metrics) []point {
 
 func TestBuildMetricsEmitsLiveSeriesAndOneRetractionPerMetric(t *testing.T) {
 	set := series.NewSet()
-	e := testEmitter(metadata.DefaultMetricsBuilderConfig(), set)
+	e := testEmitter(metadata.NewDefaultMetricsBuilderConfig(), set)
 	now := pcommon.NewTimestampFromTime(time.Now())
 	set.Put("default/my-vm", series.Series{Namespace: "default", Name: "my-vm", Node: "worker-node-1", Type: hypervisor.KVM})
 	set.Put("default/tcg", series.Series{Namespace: "default", Name: "tcg", Node: "worker-node-1", Type: hypervisor.QEMUTCG})
@@ -89,7 +89,7 @@ func TestBuildMetricsEmitsLiveSeriesAndOneRetractionPerMetric(t *testing.T) {
 }
 
 func TestBuildMetricsHonoursDisabledMetric(t *testing.T) {
-	cfg := metadata.DefaultMetricsBuilderConfig()
+	cfg := metadata.NewDefaultMetricsBuilderConfig()
 	cfg.Metrics.KubevirtVmiHypervisorInfo.Enabled = false
 	set := series.NewSet()
 	e := testEmitter(cfg, set)
@@ -110,7 +110,7 @@ func testEmitter(cfg metadata.MetricsBuilderConfig, set *series.Set) *emitter {
 
 func TestBuildIncludesDetectionStatistics(t *testing.T) {
 	set := series.NewSet()
-	e := testEmitter(metadata.DefaultMetricsBuilderConfig(), set)
+	e := testEmitter(metadata.NewDefaultMetricsBuilderConfig(), set)
 	now := pcommon.NewTimestampFromTime(time.Now())
 	assert.Zero(t, metricsOf(e.build(now)).DataPointCount(), "nothing detected, nothing to say")
 

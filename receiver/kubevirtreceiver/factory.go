@@ -31,7 +31,7 @@ func createDefaultConfig() component.Config {
 			PodsDir: "/pods",
 			Timeout: 5 * time.Second,
 		},
-		MetricsBuilderConfig: metadata.DefaultMetricsBuilderConfig(),
+		MetricsBuilderConfig: metadata.NewDefaultMetricsBuilderConfig(),
 	}
 }
 
