@@ -138,7 +138,7 @@ func TestBuildIncludesDetectionStatistics(t *testing.T) {
 }
 
 func TestBuildIncludesWatchHealth(t *testing.T) {
-	e := testEmitter(metadata.DefaultMetricsBuilderConfig(), series.NewSet())
+	e := testEmitter(metadata.NewDefaultMetricsBuilderConfig(), series.NewSet())
 	e.watch = func() vmi.Health {
 		return vmi.Health{Staleness: 1500 * time.Millisecond, Failures: map[vmi.FailureReason]int64{vmi.ReasonForbidden: 2, vmi.ReasonUnreachable: 1}}
 	}
