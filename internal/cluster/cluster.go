@@ -10,7 +10,7 @@
 // KubeVirt's part on top), or pull images: there is no registry, so every image a pod
 // uses must be imported with Options.Images or ImportImage first.
 //
-// It needs root, and one node runs on a machine at a time: Start fails while
+// It needs root, and one node runs on a machine at a time: Start waits while
 // another is up.
 package cluster
 
@@ -106,7 +106,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	c := &Cluster{opts: opts}
-	if err := c.takeLock(); err != nil {
+	if err := c.takeLock(ctx); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -192,15 +192,27 @@ func (o *Options) complete() error {
 }
 
 // takeLock makes sure this is the only node on the machine: two would fight over
-// the cgroup, the veth and /var/lib/kubelet.
-func (c *Cluster) takeLock() error {
+// the cgroup, the veth and /var/lib/kubelet. It waits for another node to stop, until
+// ctx ends.
+func (c *Cluster) takeLock(ctx context.Context) error {
 	f, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	waiting := false
+	err = poll(ctx, time.Second, func() (bool, error) {
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			if !waiting {
+				c.progress("another node runs on this machine (%s is locked; `make stop` stops the lab's): waiting", lockPath)
+				waiting = true
+			}
+			return false, nil
+		}
+		return true, nil
+	})
+	if err != nil {
 		f.Close()
-		return fmt.Errorf("cluster: another node is running on this machine (%s is locked; `make stop` stops the lab's)", lockPath)
+		return fmt.Errorf("cluster: another node is running on this machine (%s is locked): %w", lockPath, err)
 	}
 	c.lock = f
 	return nil
