@@ -1,0 +1,183 @@
+package soak
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Report is what a soak saw.
+type Report struct {
+	Seed uint64
+	// Duration is how long the soak made changes; Elapsed includes setting up, the
+	// warm-up and the drain.
+	Duration, Elapsed time.Duration
+	// KVM says whether real guests could use KVM; without it they all run under TCG.
+	KVM bool
+	// Events counts VMI changes by kind (a volume action changes several VMIs); Faults
+	// counts faults by kind.
+	Events, Faults map[string]int
+	// Expired counts the watches the API server refused as expired (410 Gone).
+	Expired int64
+	// QuietPoints counts the quiet points checked, MaxSeries the most series all
+	// endpoints had to show at once.
+	QuietPoints, MaxSeries int
+	Mismatches             []Mismatch
+	// Convergence holds, by class of burst, the time from a burst's last change until
+	// every endpoint equalled the oracle.
+	Convergence map[string]latencies
+	Collectors  []CollectorUsage
+
+	opts    Options
+	halfway time.Time
+}
+
+// CollectorUsage is one collector's resources: at the start (after the warm-up) and the
+// end (after the drain), both with no VMI; the most seen at quiet points, in all and in
+// the first half of the soak.
+type CollectorUsage struct {
+	Node                          string
+	Start, End, Max, FirstHalfMax Usage
+	// Grew says which resource did not stay flat, and by how much; empty when all did.
+	Grew []string
+}
+
+func newReport(opts Options) *Report {
+	return &Report{
+		Seed: opts.Seed, opts: opts,
+		Events: map[string]int{}, Faults: map[string]int{},
+		Convergence: map[string]latencies{},
+	}
+}
+
+// Tolerances of "flat", between the start and the end of the soak (both with no VMI, so
+// the same work): what legitimately differs between two idle moments, and no more.
+const (
+	// goroutineSlack: an HTTP connection the collector's client-go keeps to the API
+	// server (the proxy speaks HTTP/1.1, and a restart may leave one more idle
+	// connection, each with a reader and a writer goroutine) and a
+	// runtime helper that runs on demand. A leak per VMI, launcher connection or fault
+	// would be tens to hundreds over a soak.
+	goroutineSlack = 6
+	// fdSlack: one or two idle connections to the API server as above, and the socket
+	// of a scrape being closed.
+	fdSlack = 3
+	// threadSlack: Go keeps the threads it once needed, and a collector needs one per
+	// libvirt call in flight (the calls block in C). The end may exceed the peak of the
+	// soak's first half by a few, when the second half had more calls in flight at once;
+	// a thread stuck in a call for good, per fault, would grow without bound.
+	threadSlack = 6
+)
+
+// rssGrowth bounds how much more RSS the end may hold than the start: the Go runtime
+// returns freed memory to the system only gradually (its scavenger), so the peaks of a
+// soak (a relist of every VMI after an expired watch, the warm-up's) leave RSS above
+// the idle level for minutes.
+func rssGrowth(start int64) int64 { return max(start/2, 24<<20) }
+
+// judge decides, for each collector, whether its resources stayed flat.
+func (r *Report) judge() {
+	for i := range r.Collectors {
+		c := &r.Collectors[i]
+		c.Grew = nil
+		if c.Start.Goroutines >= 0 && c.End.Goroutines > c.Start.Goroutines+goroutineSlack {
+			c.Grew = append(c.Grew, fmt.Sprintf("goroutines %d -> %d (more than %d more)", c.Start.Goroutines, c.End.Goroutines, goroutineSlack))
+		}
+		if c.End.FDs > c.Start.FDs+fdSlack {
+			c.Grew = append(c.Grew, fmt.Sprintf("file descriptors %d -> %d (more than %d more)", c.Start.FDs, c.End.FDs, fdSlack))
+		}
+		if ref := max(c.Start.Threads, c.FirstHalfMax.Threads); c.End.Threads > ref+threadSlack {
+			c.Grew = append(c.Grew, fmt.Sprintf("threads %d at the end, more than %d above the first half's most (%d)", c.End.Threads, threadSlack, ref))
+		}
+		if c.End.RSS > c.Start.RSS+rssGrowth(c.Start.RSS) {
+			c.Grew = append(c.Grew, fmt.Sprintf("RSS %.1f -> %.1f MiB (more than %.1f MiB more)",
+				mib(c.Start.RSS), mib(c.End.RSS), mib(rssGrowth(c.Start.RSS))))
+		}
+	}
+}
+
+// Flat says whether every collector's resources stayed flat.
+func (r *Report) Flat() bool {
+	for _, c := range r.Collectors {
+		if len(c.Grew) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func counts(m map[string]int) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// worst is the longest convergence time of any class.
+func (r *Report) worst() time.Duration {
+	var w time.Duration
+	for _, l := range r.Convergence {
+		w = max(w, l.percentile(1))
+	}
+	return w
+}
+
+// progress is a one-line summary for progress logs.
+func (r *Report) progress() string {
+	return fmt.Sprintf("%d events, %d faults, %d quiet points, %d mismatches, worst convergence %v",
+		sum(r.Events), sum(r.Faults), r.QuietPoints, len(r.Mismatches), r.worst().Round(time.Millisecond))
+}
+
+func (r *Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed %d: %v of changes, %v in all (setup, warm-up, drain); guests with KVM: %v\n",
+		r.Seed, r.Duration.Round(time.Second), r.Elapsed.Round(time.Second), r.KVM)
+	fmt.Fprintf(&b, "replay: SOAK_SEED=%d make soak SOAK_TIME=%v\n\n", r.Seed, r.opts.Duration)
+	fmt.Fprintf(&b, "events       %d: %s\n", sum(r.Events), counts(r.Events))
+	fmt.Fprintf(&b, "faults       %d: %s\n", sum(r.Faults), counts(r.Faults))
+	fmt.Fprintf(&b, "watches refused as expired (410 Gone): %d\n", r.Expired)
+	fmt.Fprintf(&b, "quiet points %d (most series at once: %d)\n", r.QuietPoints, r.MaxSeries)
+	fmt.Fprintf(&b, "mismatches   %d\n", len(r.Mismatches))
+	for _, m := range r.Mismatches {
+		fmt.Fprintf(&b, "  %s\n", strings.ReplaceAll(m.String(), "\n", "\n  "))
+	}
+	fmt.Fprintf(&b, "\ntime from a burst's last change until every endpoint equalled the oracle:\n")
+	fmt.Fprintf(&b, "  %-28s %6s %9s %9s %9s\n", "burst", "count", "median", "p99", "worst")
+	for _, c := range classes {
+		l := r.Convergence[c]
+		fmt.Fprintf(&b, "  %-28s %6d %9v %9v %9v\n", c, len(l),
+			l.percentile(0.5).Round(time.Millisecond), l.percentile(0.99).Round(time.Millisecond), l.percentile(1).Round(time.Millisecond))
+	}
+	fmt.Fprintf(&b, "\ncollector resources, start (after the warm-up) -> end (after the drain), both with no VMI; most at quiet points:\n")
+	fmt.Fprintf(&b, "  %-18s %-22s %-16s %-16s %-26s %s\n", "node", "goroutines", "FDs", "threads", "RSS MiB", "live heap MB")
+	for _, c := range r.Collectors {
+		fmt.Fprintf(&b, "  %-18s %-22s %-16s %-16s %-26s %d -> %d\n", c.Node,
+			fmt.Sprintf("%d -> %d (max %d)", c.Start.Goroutines, c.End.Goroutines, c.Max.Goroutines),
+			fmt.Sprintf("%d -> %d (max %d)", c.Start.FDs, c.End.FDs, c.Max.FDs),
+			fmt.Sprintf("%d -> %d (max %d)", c.Start.Threads, c.End.Threads, c.Max.Threads),
+			fmt.Sprintf("%.1f -> %.1f (max %.1f)", mib(c.Start.RSS), mib(c.End.RSS), mib(c.Max.RSS)),
+			c.Start.HeapMB, c.End.HeapMB)
+	}
+	if r.Flat() {
+		fmt.Fprintf(&b, "resources: flat\n")
+	}
+	for _, c := range r.Collectors {
+		for _, g := range c.Grew {
+			fmt.Fprintf(&b, "resources: %s: %s\n", c.Node, g)
+		}
+	}
+	return b.String()
+}
