@@ -194,16 +194,23 @@ func (s *soak) quietPoint(ctx context.Context, since time.Time) error {
 		}
 		want[node] = w
 		total += len(w)
+		for series := range w {
+			s.report.Checked[series.Type]++
+		}
 	}
 	s.report.MaxSeries = max(s.report.MaxSeries, total)
 	bound := max(s.bound, eventBound)
 	class := classOf(bound)
 
-	took, err := s.converge(ctx, n, "converge", since, bound, want)
+	matched, err := s.converge(ctx, n, "converge", since, bound, want)
 	if err != nil {
 		return err
 	}
-	s.report.Convergence[class] = append(s.report.Convergence[class], took)
+	if s.changedAt.IsZero() {
+		s.report.Unchanged++
+	} else {
+		s.report.Convergence[class] = append(s.report.Convergence[class], matched.Sub(s.changedAt))
+	}
 
 	settle := s.opts.Settle + time.Duration(s.rng.Int64N(int64(s.opts.Settle)))
 	end := time.Now().Add(settle)
@@ -240,33 +247,33 @@ func (s *soak) quietPoint(ctx context.Context, since time.Time) error {
 		}
 	}
 	s.sampleUsage()
-	s.burst, s.bound = nil, 0
+	s.burst, s.bound, s.changedAt = nil, 0, time.Time{}
 	return nil
 }
 
-// converge polls the endpoints until they equal want and returns how long after since
-// that was. Past since+bound it records a mismatch and keeps polling for as long again;
-// an endpoint that never matches ends the soak.
-func (s *soak) converge(ctx context.Context, n int, phase string, since time.Time, bound time.Duration, want map[string]map[Series]bool) (time.Duration, error) {
+// converge polls the endpoints until they equal want and returns when they did. Past
+// since+bound it records a mismatch and keeps polling for as long again; an endpoint
+// that never matches ends the soak.
+func (s *soak) converge(ctx context.Context, n int, phase string, since time.Time, bound time.Duration, want map[string]map[Series]bool) (time.Time, error) {
 	tick := time.NewTicker(convergePoll)
 	defer tick.Stop()
 	first := -1
 	for {
 		got, err := s.scrapeAll(ctx)
 		if err != nil {
-			return 0, err
+			return time.Time{}, err
 		}
 		diffs := compare(want, got)
 		now := time.Now()
 		if len(diffs) == 0 {
-			took := now.Sub(since)
 			if first >= 0 {
+				took := now.Sub(since)
 				for i := first; i < len(s.report.Mismatches); i++ {
 					s.report.Mismatches[i].Recovered = took
 				}
 				s.logf("quiet point %d: the endpoints match again %v after the last change", n, took.Round(time.Millisecond))
 			}
-			return took, nil
+			return now, nil
 		}
 		if first < 0 && now.Sub(since) > bound {
 			first = len(s.report.Mismatches)
@@ -281,12 +288,12 @@ func (s *soak) converge(ctx context.Context, n int, phase string, since time.Tim
 			}
 		}
 		if now.Sub(since) > 2*bound {
-			return 0, fmt.Errorf("quiet point %d: the endpoints still differ from the oracle %v after the last change; giving up (replay with SOAK_SEED=%d SOAK_TIME=%v)",
+			return time.Time{}, fmt.Errorf("quiet point %d: the endpoints still differ from the oracle %v after the last change; giving up (replay with SOAK_SEED=%d SOAK_TIME=%v)",
 				n, now.Sub(since).Round(time.Second), s.opts.Seed, s.opts.Duration)
 		}
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return time.Time{}, ctx.Err()
 		case <-tick.C:
 		}
 	}

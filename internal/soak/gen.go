@@ -3,6 +3,7 @@ package soak
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"syscall"
@@ -134,10 +135,22 @@ func (s *soak) apply(ctx context.Context, a *action) error {
 	if s.opts.Verbose {
 		s.logf("  %s", desc)
 	}
+	top := s.depth == 0
+	var before map[string]map[Series]bool
+	if top {
+		before = s.expectations()
+	}
 	s.depth++
 	defer func() { s.depth-- }()
 	if err := a.do(ctx); err != nil {
 		return fmt.Errorf("%s: %w", a.desc, err)
+	}
+	s.world.Observe()
+	// Timed from the end of the last change that altered an expectation; a change
+	// made while the collectors were cut off shows only once they are back, at the end
+	// of the outage it is part of, and so do the watches themselves.
+	if top && (a.kind == kAPIRestart || a.kind == kWatchExpiry || !sameExpectations(before, s.expectations())) {
+		s.changedAt = time.Now()
 	}
 	s.done[a.kind] = true
 	if a.fault {
@@ -145,8 +158,33 @@ func (s *soak) apply(ctx context.Context, a *action) error {
 	} else {
 		s.report.Events[a.kind] += max(a.n, 1)
 	}
-	s.world.Observe()
 	return nil
+}
+
+// expectations is what every endpoint must show; nil when the oracle cannot tell
+// (which the check at the quiet point reports).
+func (s *soak) expectations() map[string]map[Series]bool {
+	want := make(map[string]map[Series]bool, len(Nodes))
+	for _, node := range Nodes {
+		w, err := s.world.Expected(node)
+		if err != nil {
+			return nil
+		}
+		want[node] = w
+	}
+	return want
+}
+
+func sameExpectations(a, b map[string]map[Series]bool) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	for _, node := range Nodes {
+		if !maps.Equal(a[node], b[node]) {
+			return false
+		}
+	}
+	return true
 }
 
 // selectVMIs returns the VMIs that satisfy ok, in key order.

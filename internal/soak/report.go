@@ -30,16 +30,24 @@ type Report struct {
 	Convergence map[string]latencies
 	Collectors  []CollectorUsage
 
-	opts    Options
-	halfway time.Time
+	// Unchanged counts the quiet points after bursts that changed no endpoint's series
+	// and no watch (their convergence is not timed).
+	Unchanged int
+	// Checked counts, by hypervisor_type, the series the quiet points checked.
+	Checked map[string]int
+
+	opts Options
+	// loopStart is when the soak began making changes.
+	loopStart time.Time
 }
 
 // CollectorUsage is one collector's resources: at the start (after the warm-up) and the
 // end (after the drain), both with no VMI; the most seen at quiet points, in all and in
-// the first half of the soak.
+// each quarter of the soak (which shows whether they level off).
 type CollectorUsage struct {
-	Node                          string
-	Start, End, Max, FirstHalfMax Usage
+	Node            string
+	Start, End, Max Usage
+	Quarters        [4]Usage
 	// Grew says which resource did not stay flat, and by how much; empty when all did.
 	Grew []string
 }
@@ -48,7 +56,7 @@ func newReport(opts Options) *Report {
 	return &Report{
 		Seed: opts.Seed, opts: opts,
 		Events: map[string]int{}, Faults: map[string]int{},
-		Convergence: map[string]latencies{},
+		Convergence: map[string]latencies{}, Checked: map[string]int{},
 	}
 }
 
@@ -68,7 +76,7 @@ const (
 	// libvirt call in flight (the calls block in C). The end may exceed the peak of the
 	// soak's first half by a few, when the second half had more calls in flight at once;
 	// a thread stuck in a call for good, per fault, would grow without bound.
-	threadSlack = 6
+	threadSlack = 4
 )
 
 // rssGrowth bounds how much more RSS the end may hold than the start: the Go runtime
@@ -88,7 +96,7 @@ func (r *Report) judge() {
 		if c.End.FDs > c.Start.FDs+fdSlack {
 			c.Grew = append(c.Grew, fmt.Sprintf("file descriptors %d -> %d (more than %d more)", c.Start.FDs, c.End.FDs, fdSlack))
 		}
-		if ref := max(c.Start.Threads, c.FirstHalfMax.Threads); c.End.Threads > ref+threadSlack {
+		if ref := max(c.Start.Threads, c.Quarters[0].Threads, c.Quarters[1].Threads); c.End.Threads > ref+threadSlack {
 			c.Grew = append(c.Grew, fmt.Sprintf("threads %d at the end, more than %d above the first half's most (%d)", c.End.Threads, threadSlack, ref))
 		}
 		if c.End.RSS > c.Start.RSS+rssGrowth(c.Start.RSS) {
@@ -149,12 +157,14 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "events       %d: %s\n", sum(r.Events), counts(r.Events))
 	fmt.Fprintf(&b, "faults       %d: %s\n", sum(r.Faults), counts(r.Faults))
 	fmt.Fprintf(&b, "watches refused as expired (410 Gone): %d\n", r.Expired)
-	fmt.Fprintf(&b, "quiet points %d (most series at once: %d)\n", r.QuietPoints, r.MaxSeries)
+	fmt.Fprintf(&b, "quiet points %d (%d after bursts that changed no endpoint); most series at once: %d\n",
+		r.QuietPoints, r.Unchanged, r.MaxSeries)
+	fmt.Fprintf(&b, "series checked at quiet points, by hypervisor_type: %s\n", counts(r.Checked))
 	fmt.Fprintf(&b, "mismatches   %d\n", len(r.Mismatches))
 	for _, m := range r.Mismatches {
 		fmt.Fprintf(&b, "  %s\n", strings.ReplaceAll(m.String(), "\n", "\n  "))
 	}
-	fmt.Fprintf(&b, "\ntime from a burst's last change until every endpoint equalled the oracle:\n")
+	fmt.Fprintf(&b, "\ntime from a burst's last change that altered what an endpoint must show until every endpoint showed it:\n")
 	fmt.Fprintf(&b, "  %-28s %6s %9s %9s %9s\n", "burst", "count", "median", "p99", "worst")
 	for _, c := range classes {
 		l := r.Convergence[c]
@@ -170,6 +180,14 @@ func (r *Report) String() string {
 			fmt.Sprintf("%d -> %d (max %d)", c.Start.Threads, c.End.Threads, c.Max.Threads),
 			fmt.Sprintf("%.1f -> %.1f (max %.1f)", mib(c.Start.RSS), mib(c.End.RSS), mib(c.Max.RSS)),
 			c.Start.HeapMB, c.End.HeapMB)
+	}
+	fmt.Fprintf(&b, "most at quiet points in each quarter of the soak (threads, RSS MiB):\n")
+	for _, c := range r.Collectors {
+		var qs []string
+		for _, q := range c.Quarters {
+			qs = append(qs, fmt.Sprintf("%d, %.1f", q.Threads, mib(q.RSS)))
+		}
+		fmt.Fprintf(&b, "  %-18s %s\n", c.Node, strings.Join(qs, " | "))
 	}
 	if r.Flat() {
 		fmt.Fprintf(&b, "resources: flat\n")

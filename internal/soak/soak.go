@@ -103,6 +103,9 @@ type soak struct {
 	bound time.Duration
 	// depth is how deep in an action's changes (those during an outage) apply is.
 	depth int
+	// changedAt is when the burst's last change that altered what an endpoint must show
+	// (or that broke the collectors' watches) ended; zero if none did.
+	changedAt time.Time
 }
 
 // collector is one node's otelcol-kubevirt process.
@@ -183,7 +186,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 
 	loopStart := time.Now()
-	s.report.halfway = loopStart.Add(opts.Duration / 2)
+	s.report.loopStart = loopStart
 	lastProgress := loopStart
 	for time.Since(loopStart) < opts.Duration {
 		if err := ctx.Err(); err != nil {
@@ -357,7 +360,8 @@ func (s *soak) warmUp(ctx context.Context) error {
 	}
 	s.world.Observe()
 	s.burst = []string{"warm-up: two real VMIs and eight volume VMIs running"}
-	if err := s.quietPoint(ctx, time.Now()); err != nil {
+	s.changedAt = time.Now()
+	if err := s.quietPoint(ctx, s.changedAt); err != nil {
 		return err
 	}
 	return s.drain(ctx)
@@ -391,7 +395,8 @@ func (s *soak) drain(ctx context.Context) error {
 		}
 		delete(s.world.VMIs, v.Key())
 	}
-	return s.quietPoint(ctx, time.Now())
+	s.changedAt = time.Now()
+	return s.quietPoint(ctx, s.changedAt)
 }
 
 // measureWindow is how long nothing touches the collectors before their resources are
@@ -444,7 +449,7 @@ func (s *soak) measure(ctx context.Context) (map[string]Usage, error) {
 }
 
 // sampleUsage keeps the largest file descriptor, thread and RSS figures seen at quiet
-// points, by half of the soak.
+// points, in all and by quarter of the soak.
 func (s *soak) sampleUsage() {
 	for i, c := range s.collectors {
 		u, err := procUsage(c.PID())
@@ -453,8 +458,10 @@ func (s *soak) sampleUsage() {
 		}
 		r := &s.report.Collectors[i]
 		r.Max = maxUsage(r.Max, u)
-		if !s.report.halfway.IsZero() && time.Now().Before(s.report.halfway) {
-			r.FirstHalfMax = maxUsage(r.FirstHalfMax, u)
+		if !s.report.loopStart.IsZero() {
+			q := int(4 * time.Since(s.report.loopStart) / s.opts.Duration)
+			q = min(max(q, 0), len(r.Quarters)-1)
+			r.Quarters[q] = maxUsage(r.Quarters[q], u)
 		}
 	}
 }
