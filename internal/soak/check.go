@@ -194,8 +194,12 @@ func (s *soak) quietPoint(ctx context.Context, since time.Time) error {
 		}
 		want[node] = w
 		total += len(w)
+		checked := s.report.Checked
+		if node == NodeVolume {
+			checked = s.report.CheckedVolume
+		}
 		for series := range w {
-			s.report.Checked[series.Type]++
+			checked[series.Type]++
 		}
 	}
 	s.report.MaxSeries = max(s.report.MaxSeries, total)
@@ -209,7 +213,11 @@ func (s *soak) quietPoint(ctx context.Context, since time.Time) error {
 	if s.changedAt.IsZero() {
 		s.report.Unchanged++
 	} else {
-		s.report.Convergence[class] = append(s.report.Convergence[class], matched.Sub(s.changedAt))
+		took := matched.Sub(s.changedAt)
+		s.report.timed(class, took, s.burst)
+		if s.opts.Verbose {
+			s.logf("quiet point %d: every endpoint as the oracle says %v after the change", n, took.Round(time.Millisecond))
+		}
 	}
 
 	settle := s.opts.Settle + time.Duration(s.rng.Int64N(int64(s.opts.Settle)))

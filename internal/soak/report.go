@@ -1,6 +1,7 @@
 package soak
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -33,12 +34,32 @@ type Report struct {
 	// Unchanged counts the quiet points after bursts that changed no endpoint's series
 	// and no watch (their convergence is not timed).
 	Unchanged int
-	// Checked counts, by hypervisor_type, the series the quiet points checked.
-	Checked map[string]int
+	// Checked counts the series the quiet points checked, by hypervisor_type, on the
+	// launcher nodes and on the volume node.
+	Checked, CheckedVolume map[string]int
+	// Slowest holds, by class of burst, the slowest bursts to converge.
+	Slowest map[string][]SlowBurst
 
 	opts Options
 	// loopStart is when the soak began making changes.
 	loopStart time.Time
+}
+
+// SlowBurst is a burst that took long to converge.
+type SlowBurst struct {
+	Took  time.Duration
+	Burst []string
+}
+
+// slowest keeps this many slowest bursts of each class.
+const slowest = 3
+
+// timed records a burst's convergence time.
+func (r *Report) timed(class string, took time.Duration, burst []string) {
+	r.Convergence[class] = append(r.Convergence[class], took)
+	s := append(r.Slowest[class], SlowBurst{Took: took, Burst: slices.Clone(burst)})
+	slices.SortStableFunc(s, func(a, b SlowBurst) int { return cmp.Compare(b.Took, a.Took) })
+	r.Slowest[class] = s[:min(len(s), slowest)]
 }
 
 // CollectorUsage is one collector's resources: at the start (after the warm-up) and the
@@ -56,7 +77,8 @@ func newReport(opts Options) *Report {
 	return &Report{
 		Seed: opts.Seed, opts: opts,
 		Events: map[string]int{}, Faults: map[string]int{},
-		Convergence: map[string]latencies{}, Checked: map[string]int{},
+		Convergence: map[string]latencies{}, Checked: map[string]int{}, CheckedVolume: map[string]int{},
+		Slowest: map[string][]SlowBurst{},
 	}
 }
 
@@ -159,7 +181,8 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "watches refused as expired (410 Gone): %d\n", r.Expired)
 	fmt.Fprintf(&b, "quiet points %d (%d after bursts that changed no endpoint); most series at once: %d\n",
 		r.QuietPoints, r.Unchanged, r.MaxSeries)
-	fmt.Fprintf(&b, "series checked at quiet points, by hypervisor_type: %s\n", counts(r.Checked))
+	fmt.Fprintf(&b, "series checked at quiet points, by hypervisor_type: launcher nodes: %s; volume node: %s\n",
+		counts(r.Checked), counts(r.CheckedVolume))
 	fmt.Fprintf(&b, "mismatches   %d\n", len(r.Mismatches))
 	for _, m := range r.Mismatches {
 		fmt.Fprintf(&b, "  %s\n", strings.ReplaceAll(m.String(), "\n", "\n  "))
@@ -170,6 +193,12 @@ func (r *Report) String() string {
 		l := r.Convergence[c]
 		fmt.Fprintf(&b, "  %-28s %6d %9v %9v %9v\n", c, len(l),
 			l.percentile(0.5).Round(time.Millisecond), l.percentile(0.99).Round(time.Millisecond), l.percentile(1).Round(time.Millisecond))
+	}
+	fmt.Fprintf(&b, "the slowest bursts:\n")
+	for _, c := range classes {
+		for _, s := range r.Slowest[c] {
+			fmt.Fprintf(&b, "  %v (%s):\n    %s\n", s.Took.Round(time.Millisecond), c, strings.Join(s.Burst, "\n    "))
+		}
 	}
 	fmt.Fprintf(&b, "\ncollector resources, start (after the warm-up) -> end (after the drain), both with no VMI; most at quiet points:\n")
 	fmt.Fprintf(&b, "  %-18s %-22s %-16s %-16s %-26s %s\n", "node", "goroutines", "FDs", "threads", "RSS MiB", "live heap MB")
