@@ -206,17 +206,28 @@ func (s *soak) quietPoint(ctx context.Context, since time.Time) error {
 	bound := max(s.bound, eventBound)
 	class := classOf(bound)
 
+	early, before := s.stopProbe()
 	matched, err := s.converge(ctx, n, "converge", since, bound, want)
 	if err != nil {
 		return err
+	}
+	if !early.IsZero() {
+		matched = early
 	}
 	if s.changedAt.IsZero() {
 		s.report.Unchanged++
 	} else {
 		took := matched.Sub(s.changedAt)
-		s.report.timed(class, took, s.burst)
+		var lagged []string
+		for _, node := range mapsKeys(before) {
+			lagged = append(lagged, node+": "+strings.ReplaceAll(before[node], "\n", "; "))
+		}
+		s.report.timed(class, took, s.burst, strings.Join(lagged, "\n"))
 		if s.opts.Verbose {
 			s.logf("quiet point %d: every endpoint as the oracle says %v after the change", n, took.Round(time.Millisecond))
+			if took > time.Second {
+				s.logf("  until then: %s", strings.Join(lagged, "\n  "))
+			}
 		}
 	}
 

@@ -3,7 +3,6 @@ package soak
 import (
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"syscall"
@@ -135,22 +134,10 @@ func (s *soak) apply(ctx context.Context, a *action) error {
 	if s.opts.Verbose {
 		s.logf("  %s", desc)
 	}
-	top := s.depth == 0
-	var before map[string]map[Series]bool
-	if top {
-		before = s.expectations()
-	}
 	s.depth++
 	defer func() { s.depth-- }()
 	if err := a.do(ctx); err != nil {
 		return fmt.Errorf("%s: %w", a.desc, err)
-	}
-	s.world.Observe()
-	// Timed from the end of the last change that altered an expectation; a change
-	// made while the collectors were cut off shows only once they are back, at the end
-	// of the outage it is part of, and so do the watches themselves.
-	if top && (a.kind == kAPIRestart || a.kind == kWatchExpiry || !sameExpectations(before, s.expectations())) {
-		s.changedAt = time.Now()
 	}
 	s.done[a.kind] = true
 	if a.fault {
@@ -159,32 +146,6 @@ func (s *soak) apply(ctx context.Context, a *action) error {
 		s.report.Events[a.kind] += max(a.n, 1)
 	}
 	return nil
-}
-
-// expectations is what every endpoint must show; nil when the oracle cannot tell
-// (which the check at the quiet point reports).
-func (s *soak) expectations() map[string]map[Series]bool {
-	want := make(map[string]map[Series]bool, len(Nodes))
-	for _, node := range Nodes {
-		w, err := s.world.Expected(node)
-		if err != nil {
-			return nil
-		}
-		want[node] = w
-	}
-	return want
-}
-
-func sameExpectations(a, b map[string]map[Series]bool) bool {
-	if a == nil || b == nil {
-		return false
-	}
-	for _, node := range Nodes {
-		if !maps.Equal(a[node], b[node]) {
-			return false
-		}
-	}
-	return true
 }
 
 // selectVMIs returns the VMIs that satisfy ok, in key order.
@@ -393,11 +354,7 @@ func (s *soak) domainType() string {
 func (s *soak) createReal(name string) *action {
 	v := &VMI{Namespace: RealNamespace, Name: name, Phase: PhasePending}
 	return &action{kind: kCreate, bound: eventBound, desc: "create " + v.Key(), do: func(ctx context.Context) error {
-		if err := s.createVMI(ctx, v); err != nil {
-			return err
-		}
-		s.world.VMIs[v.Key()] = v
-		return nil
+		return s.createVMI(ctx, v)
 	}}
 }
 
@@ -639,7 +596,6 @@ func (s *soak) deleteReal(v *VMI) *action {
 		if err := s.deleteVMI(ctx, v); err != nil {
 			return err
 		}
-		delete(s.world.VMIs, v.Key())
 		return teardown()
 	}}
 }
@@ -657,7 +613,6 @@ func (s *soak) volumeCreate(free []string) *action {
 			if err := s.createVMI(ctx, v); err != nil {
 				return err
 			}
-			s.world.VMIs[v.Key()] = v
 		}
 		return nil
 	}}
@@ -717,7 +672,6 @@ func (s *soak) volumeDelete(vs []*VMI) *action {
 			if err := s.deleteVMI(ctx, v); err != nil {
 				return err
 			}
-			delete(s.world.VMIs, v.Key())
 		}
 		return nil
 	}}
@@ -777,6 +731,7 @@ func (s *soak) apiRestart() *action {
 		desc: fmt.Sprintf("restart kube-apiserver (down %v; meanwhile up to %d changes at launchers, below)", outage, during),
 		do: func(ctx context.Context) error {
 			s.lastAPIFault = s.cycle
+			s.cutOff = true
 			s.proxy.Cut()
 			if err := s.api.StopKubeAPIServer(); err != nil {
 				return err
@@ -795,7 +750,11 @@ func (s *soak) apiRestart() *action {
 				return ctx.Err()
 			case <-time.After(outage):
 			}
-			return s.api.StartKubeAPIServer(ctx)
+			if err := s.api.StartKubeAPIServer(ctx); err != nil {
+				return err
+			}
+			s.reconnected()
+			return nil
 		}}
 }
 
@@ -809,6 +768,7 @@ func (s *soak) watchExpiry() *action {
 		desc: fmt.Sprintf("expire the watches (%d VMI changes while the collectors are cut off, below)", during),
 		do: func(ctx context.Context) error {
 			s.lastAPIFault = s.cycle
+			s.cutOff = true
 			s.proxy.Cut()
 			for range during {
 				if a := s.next(eventsOnly); a != nil {
@@ -821,6 +781,7 @@ func (s *soak) watchExpiry() *action {
 				return err
 			}
 			s.proxy.Restore()
+			s.reconnected()
 			return nil
 		}}
 }

@@ -18,7 +18,8 @@ import (
 
 // This file holds what the soak does to the real parts, playing KubeVirt's
 // virt-controller and virt-handler (VMI objects) and the kubelet (launcher pods). Each
-// operation changes the model only once the real change succeeded.
+// operation brings the model in line once the real change succeeded (VMI fields are set
+// by the caller before writeVMI writes them), then calls step.
 
 // vmiObject is the VMI v as KubeVirt writes it: status and the kubevirt.io/nodeName
 // label in one object, so that every transition is one update.
@@ -57,7 +58,7 @@ func setVMIObject(u *unstructured.Unstructured, v *VMI) {
 	u.SetLabels(labels)
 }
 
-// createVMI creates v in the API server with its status.
+// createVMI creates v in the API server with its status, and in the model.
 func (s *soak) createVMI(ctx context.Context, v *VMI) error {
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": testenv.VMIResource.GroupVersion().String(),
@@ -70,6 +71,8 @@ func (s *soak) createVMI(ctx context.Context, v *VMI) error {
 	if _, err := s.client.Resource(testenv.VMIResource).Namespace(v.Namespace).Create(ctx, u, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create VMI %s: %w", v.Key(), err)
 	}
+	s.world.VMIs[v.Key()] = v
+	s.step()
 	return nil
 }
 
@@ -88,15 +91,19 @@ func (s *soak) writeVMI(ctx context.Context, v *VMI) error {
 	if err != nil {
 		return fmt.Errorf("update VMI %s: %w", v.Key(), err)
 	}
+	s.step()
 	return nil
 }
 
-// deleteVMI deletes v; the VMI CRD has no finalizers, so it is gone on return.
+// deleteVMI deletes v, from the model too; the VMI CRD has no finalizers, so it is gone
+// on return.
 func (s *soak) deleteVMI(ctx context.Context, v *VMI) error {
 	err := s.client.Resource(testenv.VMIResource).Namespace(v.Namespace).Delete(ctx, v.Name, metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete VMI %s: %w", v.Key(), err)
 	}
+	delete(s.world.VMIs, v.Key())
+	s.step()
 	return nil
 }
 
@@ -133,6 +140,7 @@ func (s *soak) destroyGuest(l *Launcher) error {
 		return err
 	}
 	l.Guest, l.Suspended = false, false
+	s.step()
 	return nil
 }
 
@@ -143,6 +151,7 @@ func (s *soak) startGuest(ctx context.Context, l *Launcher) error {
 		return err
 	}
 	l.Guest = true
+	s.step()
 	return nil
 }
 
@@ -168,6 +177,7 @@ func (s *soak) suspendGuest(l *Launcher, suspend bool) error {
 		return fmt.Errorf("suspend=%v domain %s: %w", suspend, p.Domain(), err)
 	}
 	l.Suspended = suspend
+	s.step()
 	return nil
 }
 
@@ -177,6 +187,7 @@ func (s *soak) killDaemon(l *Launcher, sig syscall.Signal) error {
 		return err
 	}
 	l.Daemon = false
+	s.step()
 	return nil
 }
 
@@ -186,6 +197,7 @@ func (s *soak) startDaemon(ctx context.Context, l *Launcher) error {
 		return err
 	}
 	l.Daemon = true
+	s.step()
 	return nil
 }
 
@@ -202,6 +214,7 @@ func (s *soak) removeSocket(l *Launcher) error {
 		return err
 	}
 	l.Socket = false
+	s.step()
 	return nil
 }
 
@@ -211,6 +224,7 @@ func (s *soak) restoreSocket(l *Launcher) error {
 		return err
 	}
 	l.Socket = true
+	s.step()
 	return nil
 }
 
@@ -224,5 +238,6 @@ func (s *soak) teardown(l *Launcher) error {
 	}
 	delete(s.pods, l.PodUID)
 	l.Gone, l.Guest, l.Suspended, l.Daemon, l.Socket = true, false, false, false, false
+	s.step()
 	return nil
 }

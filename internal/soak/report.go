@@ -49,15 +49,17 @@ type Report struct {
 type SlowBurst struct {
 	Took  time.Duration
 	Burst []string
+	// Lagged says how the endpoints differed from the oracle just before they matched.
+	Lagged string
 }
 
 // slowest keeps this many slowest bursts of each class.
 const slowest = 3
 
 // timed records a burst's convergence time.
-func (r *Report) timed(class string, took time.Duration, burst []string) {
+func (r *Report) timed(class string, took time.Duration, burst []string, lagged string) {
 	r.Convergence[class] = append(r.Convergence[class], took)
-	s := append(r.Slowest[class], SlowBurst{Took: took, Burst: slices.Clone(burst)})
+	s := append(r.Slowest[class], SlowBurst{Took: took, Burst: slices.Clone(burst), Lagged: lagged})
 	slices.SortStableFunc(s, func(a, b SlowBurst) int { return cmp.Compare(b.Took, a.Took) })
 	r.Slowest[class] = s[:min(len(s), slowest)]
 }
@@ -198,6 +200,9 @@ func (r *Report) String() string {
 	for _, c := range classes {
 		for _, s := range r.Slowest[c] {
 			fmt.Fprintf(&b, "  %v (%s):\n    %s\n", s.Took.Round(time.Millisecond), c, strings.Join(s.Burst, "\n    "))
+			if s.Lagged != "" {
+				fmt.Fprintf(&b, "    until then %s\n", strings.ReplaceAll(s.Lagged, "\n", "\n    until then "))
+			}
 		}
 	}
 	fmt.Fprintf(&b, "\ncollector resources, start (after the warm-up) -> end (after the drain), both with no VMI; most at quiet points:\n")

@@ -80,10 +80,11 @@ func (o *Options) defaults() error {
 
 // soak is one run.
 type soak struct {
-	opts   Options
-	rng    *rand.Rand
-	world  *World
-	report *Report
+	opts    Options
+	started time.Time
+	rng     *rand.Rand
+	world   *World
+	report  *Report
 
 	api        *testenv.APIServer
 	client     dynamic.Interface
@@ -103,9 +104,17 @@ type soak struct {
 	bound time.Duration
 	// depth is how deep in an action's changes (those during an outage) apply is.
 	depth int
-	// changedAt is when the burst's last change that altered what an endpoint must show
-	// (or that broke the collectors' watches) ended; zero if none did.
+	// want is what the endpoints must show as of the last operation.
+	want map[string]map[Series]bool
+	// changedAt is when the burst's last operation that altered want ended (or the
+	// outage that hid it from the collectors, or broke their watches); zero if none.
 	changedAt time.Time
+	// cutOff says the collectors cannot reach the API server: what changes meanwhile
+	// counts from when they can again.
+	cutOff bool
+	// probe looks for the endpoints to show want from changedAt on, while the burst
+	// goes on with operations that alter nothing.
+	probe *probe
 }
 
 // collector is one node's otelcol-kubevirt process.
@@ -139,7 +148,9 @@ func (s *soak) collectorByNode(node string) *collector {
 	return nil
 }
 
-func (s *soak) logf(format string, args ...any) { s.opts.Logf(format, args...) }
+func (s *soak) logf(format string, args ...any) {
+	s.opts.Logf("%8s %s", time.Since(s.started).Round(100*time.Millisecond), fmt.Sprintf(format, args...))
+}
 
 // Run sets everything up, warms up, soaks for opts.Duration, drains and reports. The
 // report is returned even with an error, holding what was seen until then. Mismatches
@@ -150,13 +161,14 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return nil, err
 	}
 	s := &soak{
-		opts:   opts,
-		rng:    rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
-		world:  NewWorld(),
-		report: newReport(opts),
-		nodes:  map[string]*testenv.Node{},
-		pods:   map[string]*testenv.LauncherPod{},
-		done:   map[string]bool{},
+		opts:    opts,
+		started: time.Now(),
+		rng:     rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
+		world:   NewWorld(),
+		report:  newReport(opts),
+		nodes:   map[string]*testenv.Node{},
+		pods:    map[string]*testenv.LauncherPod{},
+		done:    map[string]bool{},
 		// Spaced by about two minutes in long runs, when client-go's reflector has
 		// reset its backoff; short runs get two or three.
 		apiEvery: 5,
@@ -341,7 +353,6 @@ func (s *soak) warmUp(ctx context.Context) error {
 		if err := s.createVMI(ctx, v); err != nil {
 			return err
 		}
-		s.world.VMIs[v.Key()] = v
 		l, err := s.startLauncher(ctx, v, node, []string{"kvm", "qemu"}[i%2])
 		if err != nil {
 			return err
@@ -356,12 +367,9 @@ func (s *soak) warmUp(ctx context.Context) error {
 		if err := s.createVMI(ctx, v); err != nil {
 			return err
 		}
-		s.world.VMIs[v.Key()] = v
 	}
-	s.world.Observe()
 	s.burst = []string{"warm-up: two real VMIs and eight volume VMIs running"}
-	s.changedAt = time.Now()
-	if err := s.quietPoint(ctx, s.changedAt); err != nil {
+	if err := s.quietPoint(ctx, time.Now()); err != nil {
 		return err
 	}
 	return s.drain(ctx)
@@ -393,10 +401,8 @@ func (s *soak) drain(ctx context.Context) error {
 				return err
 			}
 		}
-		delete(s.world.VMIs, v.Key())
 	}
-	s.changedAt = time.Now()
-	return s.quietPoint(ctx, s.changedAt)
+	return s.quietPoint(ctx, time.Now())
 }
 
 // measureWindow is how long nothing touches the collectors before their resources are
