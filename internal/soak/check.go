@@ -206,13 +206,18 @@ func (s *soak) quietPoint(ctx context.Context, since time.Time) error {
 	bound := max(s.bound, eventBound)
 	class := classOf(bound)
 
-	early, before := s.stopProbe()
+	p := s.finishProbe(since.Add(bound))
 	matched, err := s.converge(ctx, n, "converge", since, bound, want)
 	if err != nil {
 		return err
 	}
-	if !early.IsZero() {
-		matched = early
+	var before map[string]string
+	if p != nil && !p.matched.IsZero() {
+		matched, before = p.matched, p.lastDiff
+	}
+	if c := s.canaries; c != nil {
+		s.canaries = nil
+		s.report.followed(n, s.burst, c, matched)
 	}
 	if s.changedAt.IsZero() {
 		s.report.Unchanged++

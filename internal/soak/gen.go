@@ -148,11 +148,11 @@ func (s *soak) apply(ctx context.Context, a *action) error {
 	return nil
 }
 
-// selectVMIs returns the VMIs that satisfy ok, in key order.
+// selectVMIs returns the VMIs but the canaries that satisfy ok, in key order.
 func (s *soak) selectVMIs(ok func(v *VMI) bool) []*VMI {
 	var out []*VMI
 	for _, v := range s.world.Sorted() {
-		if ok(v) {
+		if !v.Canary && ok(v) {
 			out = append(out, v)
 		}
 	}
@@ -754,7 +754,7 @@ func (s *soak) apiRestart() *action {
 				return err
 			}
 			s.reconnected()
-			return nil
+			return s.canariesUp(ctx)
 		}}
 }
 
@@ -782,6 +782,6 @@ func (s *soak) watchExpiry() *action {
 			}
 			s.proxy.Restore()
 			s.reconnected()
-			return nil
+			return s.canariesUp(ctx)
 		}}
 }

@@ -21,11 +21,16 @@ var LauncherNodes = []string{NodeA, NodeB}
 // Nodes are every node with a collector.
 var Nodes = []string{NodeA, NodeB, NodeVolume}
 
-// Namespaces of the two kinds of VMI.
+// Namespaces of the kinds of VMI: with launcher pods, of the test driver, and the
+// canaries (one a node, see soak.checkFollowing).
 const (
 	RealNamespace   = "soak"
 	VolumeNamespace = "soak-volume"
+	CanaryNamespace = "soak-canary"
 )
+
+// CanaryName is the name of node's canary VMI.
+func CanaryName(node string) string { return "canary-" + strings.TrimPrefix(node, "soak-node-") }
 
 // VMI phases the soak uses, as KubeVirt sets them.
 const (
@@ -54,6 +59,8 @@ type VMI struct {
 	Namespace, Name string
 	// Volume VMIs have no launcher: their domains are the volume node's test driver's.
 	Volume bool
+	// Canary VMIs are left alone by the generator; the soak flips them itself.
+	Canary bool
 	Phase  string
 	// Node is status.nodeName and the kubevirt.io/nodeName label ("" before scheduling).
 	Node string
@@ -149,10 +156,13 @@ func (w *World) Sorted() []*VMI {
 	return out
 }
 
-// Launchers returns every launcher pod that exists, in VMI key order.
+// Launchers returns every launcher pod that exists but the canaries', in VMI key order.
 func (w *World) Launchers() []*Launcher {
 	var out []*Launcher
 	for _, v := range w.Sorted() {
+		if v.Canary {
+			continue
+		}
 		for _, l := range v.Launchers {
 			if !l.Gone {
 				out = append(out, l)
@@ -204,7 +214,7 @@ func (w *World) Expected(node string) (map[Series]bool, error) {
 		var ok bool
 		var err error
 		if node == NodeVolume {
-			typ, ok = volumeSeriesType(v.Domain())
+			typ, ok = testDriverSeriesType(v.Domain())
 		} else {
 			typ, ok, err = launcherSeriesType(v, node)
 		}
@@ -288,10 +298,16 @@ func volumeDomain(i int) (domainType string, running, defined bool) {
 	}
 }
 
-// volumeSeriesType is the type of the volume VMI with domain name, and whether the test
+// canaryDomainType is the type of the volume node's canary domain.
+const canaryDomainType = "kvm"
+
+// testDriverSeriesType is the type of the test driver's domain, and whether the test
 // driver has it running.
-func volumeSeriesType(domain string) (string, bool) {
+func testDriverSeriesType(domain string) (string, bool) {
 	ns, name, _ := strings.Cut(domain, "_")
+	if ns == CanaryNamespace && name == CanaryName(NodeVolume) {
+		return hypervisorType(canaryDomainType), true
+	}
 	if ns != VolumeNamespace {
 		return "", false
 	}
@@ -309,10 +325,12 @@ func volumeSeriesType(domain string) (string, bool) {
 }
 
 // TestDriverNode is the test driver's node file for the volume node: the domains of
-// volumeDomain.
+// volumeDomain and the canary's.
 func TestDriverNode() string {
 	var b strings.Builder
 	b.WriteString("<node>\n")
+	fmt.Fprintf(&b, "  <domain type=%q><name>%s_%s</name><memory>65536</memory><os><type arch='x86_64'>hvm</type></os></domain>\n",
+		canaryDomainType, CanaryNamespace, CanaryName(NodeVolume))
 	for i := range VolumeNames {
 		typ, running, defined := volumeDomain(i)
 		if !defined {

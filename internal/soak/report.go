@@ -39,10 +39,54 @@ type Report struct {
 	Checked, CheckedVolume map[string]int
 	// Slowest holds, by class of burst, the slowest bursts to converge.
 	Slowest map[string][]SlowBurst
+	// Following holds, for every API server fault, the time from the canaries' change
+	// until every collector showed it: how long the collectors took to follow the API
+	// server again.
+	Following latencies
+	// Stale lists the collectors that showed watch_synced 1 for longer than
+	// staleGrace while they did not show a canary change.
+	Stale []Stale
+	// MostStale is the longest any collector showed watch_synced 1 while behind a
+	// canary change.
+	MostStale time.Duration
 
 	opts Options
 	// loopStart is when the soak began making changes.
 	loopStart time.Time
+}
+
+// Stale is a collector that claimed a synced watch while it did not follow the API
+// server: the README's watch_synced is 1 "while the collector sees its node's VMIs".
+type Stale struct {
+	QuietPoint int
+	Node       string
+	// For is how long it showed watch_synced 1 without the canary change.
+	For   time.Duration
+	Burst string
+}
+
+// followed records what the scrapes saw of the canaries after an API server fault.
+// matched is when the quiet point saw every endpoint as the oracle says, and so every
+// canary, for a probe that gave up earlier.
+func (r *Report) followed(n int, burst []string, c *canaryWatch, matched time.Time) {
+	last := c.since
+	for _, node := range Nodes {
+		shown := c.shown[node]
+		if shown.IsZero() {
+			shown = matched
+		}
+		if shown.After(last) {
+			last = shown
+		}
+	}
+	r.Following = append(r.Following, last.Sub(c.since))
+	for _, node := range mapsKeys(c.stale) {
+		d := c.stale[node]
+		r.MostStale = max(r.MostStale, d)
+		if d > staleGrace {
+			r.Stale = append(r.Stale, Stale{QuietPoint: n, Node: node, For: d, Burst: strings.Join(burst, "; ")})
+		}
+	}
 }
 
 // SlowBurst is a burst that took long to converge.
@@ -195,6 +239,14 @@ func (r *Report) String() string {
 		l := r.Convergence[c]
 		fmt.Fprintf(&b, "  %-28s %6d %9v %9v %9v\n", c, len(l),
 			l.percentile(0.5).Round(time.Millisecond), l.percentile(0.99).Round(time.Millisecond), l.percentile(1).Round(time.Millisecond))
+	}
+	fmt.Fprintf(&b, "  %-28s %6d %9v %9v %9v\n", "following again (canaries)", len(r.Following),
+		r.Following.percentile(0.5).Round(time.Millisecond), r.Following.percentile(0.99).Round(time.Millisecond),
+		r.Following.percentile(1).Round(time.Millisecond))
+	fmt.Fprintf(&b, "watch_synced 1 while behind a canary change: longest %v; more than %v: %d\n",
+		r.MostStale.Round(time.Millisecond), staleGrace, len(r.Stale))
+	for _, st := range r.Stale {
+		fmt.Fprintf(&b, "  quiet point %d, %s: %v (%s)\n", st.QuietPoint, st.Node, st.For.Round(time.Millisecond), st.Burst)
 	}
 	fmt.Fprintf(&b, "the slowest bursts:\n")
 	for _, c := range classes {

@@ -115,6 +115,9 @@ type soak struct {
 	// probe looks for the endpoints to show want from changedAt on, while the burst
 	// goes on with operations that alter nothing.
 	probe *probe
+	// canaries follows the canaries while they are Running, from the end of an API
+	// server fault to the quiet point; nil otherwise.
+	canaries *canaryWatch
 }
 
 // collector is one node's otelcol-kubevirt process.
@@ -184,6 +187,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return s.report, fmt.Errorf("setting up: %w", err)
 	}
 	s.logf("soak: set up in %v; KVM guests: %v", time.Since(start).Round(time.Millisecond), s.kvm)
+	if err := s.startCanaries(ctx); err != nil {
+		return s.report, fmt.Errorf("starting the canaries: %w", err)
+	}
 	s.report.KVM = s.kvm
 	if err := s.warmUp(ctx); err != nil {
 		return s.report, fmt.Errorf("warming up: %w", err)
@@ -216,6 +222,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			}
 		}
 		if err := s.quietPoint(ctx, time.Now()); err != nil {
+			return s.report, err
+		}
+		if err := s.canariesBack(ctx); err != nil {
 			return s.report, err
 		}
 		if time.Since(lastProgress) >= time.Minute {
@@ -258,7 +267,7 @@ func (s *soak) setup(ctx context.Context) error {
 	if s.client, err = dynamic.NewForConfig(cfg); err != nil {
 		return err
 	}
-	for _, ns := range []string{RealNamespace, VolumeNamespace} {
+	for _, ns := range []string{RealNamespace, VolumeNamespace, CanaryNamespace} {
 		_, err := s.api.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return err
@@ -375,8 +384,8 @@ func (s *soak) warmUp(ctx context.Context) error {
 	return s.drain(ctx)
 }
 
-// drain repairs every launcher, deletes every VMI and its pods, and checks that every
-// endpoint is empty.
+// drain repairs every launcher, deletes every VMI but the canaries, with its pods, and
+// checks that every endpoint is empty.
 func (s *soak) drain(ctx context.Context) error {
 	s.burst = []string{"drain: repair every launcher, delete every VMI"}
 	for _, l := range s.world.Launchers() {
@@ -393,6 +402,9 @@ func (s *soak) drain(ctx context.Context) error {
 	}
 	s.bound = libvirtBound
 	for _, v := range s.world.Sorted() {
+		if v.Canary {
+			continue
+		}
 		if err := s.deleteVMI(ctx, v); err != nil {
 			return err
 		}
@@ -488,5 +500,115 @@ func maxUsage(a, b Usage) Usage {
 	return Usage{
 		Goroutines: max(a.Goroutines, b.Goroutines), FDs: max(a.FDs, b.FDs), Threads: max(a.Threads, b.Threads),
 		RSS: max(a.RSS, b.RSS), HeapMB: max(a.HeapMB, b.HeapMB),
+	}
+}
+
+// The canaries prove, after every API server fault, that each collector follows the API
+// server again, and measure how long it claims a synced watch while it does not. A
+// collector that lists and watches again shows a VMI change within the batch
+// processor's 200 ms; one that does not, shows nothing until it does, whatever its
+// watch_synced says. Each node has a canary VMI, Scheduled (no series) except while
+// checked: with a launcher pod and a running guest on the launcher nodes (whose status
+// file answers at once), with a test-driver domain on the volume node. The generator
+// never touches them, and they stay through the drain, so that the resources measured
+// at the start and the end see the same.
+
+// startCanaries creates every node's canary, Scheduled.
+func (s *soak) startCanaries(ctx context.Context) error {
+	for _, node := range Nodes {
+		v := &VMI{Namespace: CanaryNamespace, Name: CanaryName(node), Canary: true, Phase: PhasePending, Volume: node == NodeVolume}
+		if err := s.createVMI(ctx, v); err != nil {
+			return err
+		}
+		if node != NodeVolume {
+			l, err := s.startLauncher(ctx, v, node, "qemu")
+			if err != nil {
+				return err
+			}
+			v.Launchers = []*Launcher{l}
+		}
+		v.Node, v.Phase = node, PhaseScheduled
+		if err := s.writeVMI(ctx, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// staleGrace is how long a collector may show watch_synced 1 without a canary change that
+// went through the API server: the receiver detects it at once (the status file, or the
+// test driver), the batch processor adds up to 200 ms, and the self-metrics are sent
+// within a second of changing.
+const staleGrace = 2 * time.Second
+
+// canariesUp turns every canary Running at the end of an API server fault; until the
+// quiet point, every scrape says when each collector showed its canary and how long it
+// showed watch_synced 1 before.
+func (s *soak) canariesUp(ctx context.Context) error {
+	s.canaries = &canaryWatch{
+		shown: map[string]time.Time{}, staleSince: map[string]time.Time{}, stale: map[string]time.Duration{},
+	}
+	s.burst = append(s.burst, strings.Repeat("  ", s.depth)+"canaries Running: does every collector follow the API server again?")
+	for _, v := range s.world.Sorted() {
+		if v.Canary {
+			v.Phase = PhaseRunning
+			if err := s.writeVMI(ctx, v); err != nil {
+				return err
+			}
+		}
+	}
+	s.canaries.since = time.Now()
+	return nil
+}
+
+// canariesBack turns the canaries back to Scheduled after a quiet point that checked
+// them, with a quiet point of its own.
+func (s *soak) canariesBack(ctx context.Context) error {
+	up := false
+	for _, v := range s.world.Sorted() {
+		if v.Canary && v.Phase == PhaseRunning {
+			up = true
+			v.Phase = PhaseScheduled
+			if err := s.writeVMI(ctx, v); err != nil {
+				return err
+			}
+		}
+	}
+	if !up {
+		return nil
+	}
+	s.burst = []string{"canaries Scheduled again"}
+	return s.quietPoint(ctx, time.Now())
+}
+
+// canaryWatch is what the scrapes saw of the canaries since they turned Running. It is
+// updated by one probe at a time and read at the quiet point, after the last probe.
+type canaryWatch struct {
+	since      time.Time
+	shown      map[string]time.Time
+	staleSince map[string]time.Time
+	stale      map[string]time.Duration
+}
+
+// observe takes in a scrape of every endpoint.
+func (c *canaryWatch) observe(now time.Time, got map[string]endpoint) {
+	for _, node := range Nodes {
+		if !c.shown[node].IsZero() {
+			continue
+		}
+		e := got[node]
+		for series := range e.series {
+			if series.Namespace == CanaryNamespace && series.Name == CanaryName(node) {
+				c.shown[node] = now
+			}
+		}
+		switch {
+		case !c.shown[node].IsZero() || !e.synced:
+			delete(c.staleSince, node)
+		case c.staleSince[node].IsZero():
+			c.staleSince[node] = now
+		default:
+			c.stale[node] = max(c.stale[node], now.Sub(c.staleSince[node]))
+		}
 	}
 }

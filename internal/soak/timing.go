@@ -36,14 +36,14 @@ func (s *soak) reconnected() {
 // changed starts timing from now against s.want.
 func (s *soak) changed() {
 	s.changedAt = time.Now()
-	_, _ = s.stopProbe()
+	s.finishProbe(time.Time{}) // a new change: the old probe's question is moot
 	if s.want == nil {
 		return // the oracle cannot tell; the quiet point says why
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &probe{cancel: cancel, done: make(chan struct{})}
+	p := &probe{cancel: cancel, done: make(chan struct{}), unsynced: map[string]int{}}
 	s.probe = p
-	want := s.want
+	want, canaries := s.want, s.canaries
 	go func() {
 		defer close(p.done)
 		tick := time.NewTicker(convergePoll)
@@ -51,14 +51,18 @@ func (s *soak) changed() {
 		for {
 			// Errors are the quiet point's to report.
 			if got, err := s.scrapeAll(ctx); err == nil {
+				now := time.Now()
+				diffs := compare(want, got)
 				for _, node := range Nodes {
 					if !got[node].synced {
-						p.unsynced = append(p.unsynced, node)
+						p.unsynced[node]++
 					}
 				}
-				diffs := compare(want, got)
+				if canaries != nil {
+					canaries.observe(now, got)
+				}
 				if len(diffs) == 0 {
-					p.matched = time.Now()
+					p.matched = now
 					return
 				}
 				p.lastDiff = diffs
@@ -80,24 +84,28 @@ type probe struct {
 	// the scrape before. Both are read after done.
 	matched  time.Time
 	lastDiff map[string]string
-	// unsynced lists, once per scrape, the nodes whose watch was not synced.
-	unsynced []string
+	// unsynced counts, by node, the scrapes that showed its watch not synced.
+	unsynced map[string]int
 }
 
-// stopProbe stops the probe, if any, and returns when it saw the endpoints show what
-// they must (zero if it did not) and how they differed before.
-func (s *soak) stopProbe() (time.Time, map[string]string) {
+// finishProbe waits until the probe, if any, saw the endpoints show what they must, or
+// until deadline, stops it and returns it (nil if there was none).
+func (s *soak) finishProbe(deadline time.Time) *probe {
 	p := s.probe
 	if p == nil {
-		return time.Time{}, nil
+		return nil
 	}
 	s.probe = nil
+	select {
+	case <-p.done:
+	case <-time.After(time.Until(deadline)):
+	}
 	p.cancel()
 	<-p.done
 	if len(p.unsynced) > 0 && s.opts.Verbose {
-		s.logf("  scrapes with a watch not synced: %v", p.unsynced)
+		s.logf("  scrapes that showed a watch not synced, by node: %v", p.unsynced)
 	}
-	return p.matched, p.lastDiff
+	return p
 }
 
 // expectations is what every endpoint must show; nil when the oracle cannot tell
