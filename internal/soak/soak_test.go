@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,6 +57,10 @@ func TestSoak(t *testing.T) {
 	// fault takes at most apiBound twice.
 	ctx, cancel := context.WithTimeout(context.Background(), d+15*time.Minute)
 	defer cancel()
+	// Ctrl-C ends the soak with its report and stops what it started (etcd and
+	// kube-apiserver would outlive a killed test).
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	// `make soak` turns go test's -timeout off (a Makefile cannot derive it from
 	// SOAK_TIME); this stands in for it, should something hang beyond ctx's reach.
 	alarm := time.AfterFunc(d+20*time.Minute, func() {
@@ -77,6 +83,12 @@ func TestSoak(t *testing.T) {
 	}
 	if !rep.Flat() {
 		t.Errorf("the collectors' resources grew (replay: SOAK_SEED=%d SOAK_TIME=%v)", rep.Seed, d)
+	}
+	// A known bug of the receiver's watch health, not the soak's to fail on until it is
+	// fixed: see "What the soak found" in docs/reliability.md.
+	if n := len(rep.Stale); n > 0 {
+		t.Logf("KNOWN BUG: %d times a collector showed watch_synced 1 for more than %v while it did not follow the API server "+
+			"(docs/reliability.md, \"What the soak found\"); replay: SOAK_SEED=%d SOAK_TIME=%v", n, staleGrace, rep.Seed, d)
 	}
 	if rep.QuietPoints == 0 || len(rep.Events) == 0 {
 		t.Errorf("the soak checked %d quiet points after %d events: it did nothing", rep.QuietPoints, len(rep.Events))
