@@ -62,10 +62,21 @@ func startRealNode(t *testing.T) *realNode {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
+	before, err := cluster.ReadHostState()
+	if err != nil {
+		t.Fatal(err)
+	}
 	c, err := cluster.Start(ctx, cluster.Options{Images: images, Progress: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		// Registered first, so it runs last: after Stop, nothing of the node is left.
+		left, err := before.Leftovers()
+		if err != nil || len(left) > 0 {
+			t.Errorf("the stopped node left on the host (%v):\n  %s", err, strings.Join(left, "\n  "))
+		}
+	})
 	t.Cleanup(func() {
 		if t.Failed() {
 			out, _ := c.Kubectl(context.Background(), nil, "get", "pods,vmi", "-A", "-o", "wide")
@@ -220,7 +231,9 @@ func TestDaemonSetOnRealNode(t *testing.T) {
 		pod := n.launcher(t, ctx, "default", "another-vm")
 		n.kubectl(t, ctx, "exec", "-n", "default", pod.Name, "--", "virsh", "-c",
 			"qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock", "destroy", "default_another-vm")
+		destroyed := time.Now()
 		n.waitLines(t, ctx, line(accelerated, "default", "my-vm"), line("qemu-tcg", "legacy", "emulated-vm"))
+		t.Logf("line gone %s after the guest was destroyed", time.Since(destroyed).Round(time.Millisecond))
 		err := testenv.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
 			out, err := n.c.Kubectl(ctx, nil, "get", "vmi", "-n", "default", "another-vm", "-o", "jsonpath={.status.phase}")
 			return err == nil && string(out) == "Succeeded", nil
