@@ -8,6 +8,13 @@ import (
 	"syscall"
 )
 
+// LibvirtdSocketName is the file name of the API socket Debian's monolithic
+// libvirtd binds in [LibvirtdOptions.SocketDir]. It is not the socket a
+// collector dials in a launcher pod: virt-launcher's virtqemud names that one
+// [LauncherSocketName] (virtqemud-sock), which [Node.StartLauncher] makes a
+// symlink to this one.
+const LibvirtdSocketName = "libvirt-sock"
+
 const (
 	// maxSocketPath is the longest path a unix socket may have (sun_path is
 	// 108 bytes including the terminating NUL).
@@ -150,7 +157,7 @@ func (d *Libvirtd) URI() string {
 }
 
 // SocketPath is the path of libvirtd's API socket.
-func (d *Libvirtd) SocketPath() string { return filepath.Join(d.socketDir, SocketName) }
+func (d *Libvirtd) SocketPath() string { return filepath.Join(d.socketDir, LibvirtdSocketName) }
 
 // Dir is the daemon's private directory (see [LibvirtdOptions.Dir]).
 func (d *Libvirtd) Dir() string { return d.dir }

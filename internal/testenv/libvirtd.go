@@ -25,9 +25,6 @@ import (
 // machine needs no extra setup.
 const DefaultUser = "nobody"
 
-// SocketName is the file name of libvirtd's API socket in session mode.
-const SocketName = "libvirt-sock"
-
 // ErrLibvirtdNotFound is returned (wrapped) when no libvirtd binary exists.
 // Tests use it to skip.
 var ErrLibvirtdNotFound = errors.New("libvirtd binary not found")

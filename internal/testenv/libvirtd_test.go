@@ -190,7 +190,7 @@ func TestLibvirtdKubeletLayout(t *testing.T) {
 		t.Errorf("StatusFile() = %s, want %s", d.StatusFile(name), want)
 	}
 	checkStatusFile(t, d, name, "qemu")
-	if _, err := os.Stat(filepath.Join(volume, SocketName)); err != nil {
+	if _, err := os.Stat(filepath.Join(volume, LibvirtdSocketName)); err != nil {
 		t.Errorf("socket not in the volume: %v", err)
 	}
 

@@ -279,7 +279,7 @@ func (n *Node) StartLauncher(ctx context.Context, ns, name, domainType string) (
 	}
 	// Debian's monolithic libvirtd names its socket libvirt-sock; virt-launcher's
 	// virtqemud names it virtqemud-sock. A relative link works through any path.
-	if err := os.Symlink(SocketName, filepath.Join(p.VolumeDir(), LauncherSocketName)); err != nil {
+	if err := os.Symlink(LibvirtdSocketName, filepath.Join(p.VolumeDir(), LauncherSocketName)); err != nil {
 		return nil, err
 	}
 	if p.runtimeUser, err = userID(p.Libvirtd.User()); err != nil {
