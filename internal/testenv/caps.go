@@ -1,5 +1,9 @@
 package testenv
 
+// The QEMU capability cache shared between daemons: seeded into a new daemon's
+// private cache before it starts and saved back once it answers, so that only
+// the first daemon on a machine probes QEMU. cpu.go keeps the cache valid.
+
 import (
 	"bytes"
 	"os"

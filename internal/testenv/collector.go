@@ -1,5 +1,8 @@
 package testenv
 
+// Collector: the built otelcol-kubevirt as a process, and its Prometheus
+// endpoint. FreePort picks the loopback ports for it and for Prometheus.
+
 import (
 	"context"
 	"errors"
@@ -50,8 +53,8 @@ type CollectorOptions struct {
 	Endpoint string
 }
 
-// StartCollector starts the collector with PROMETHEUS_ENDPOINT on a free loopback port
-// and returns once that endpoint answers.
+// StartCollector starts the collector with PROMETHEUS_ENDPOINT at opts.Endpoint (by
+// default a free loopback port) and returns once that endpoint answers.
 func StartCollector(ctx context.Context, opts CollectorOptions) (*Collector, error) {
 	if opts.Config == "" {
 		path, err := findRepoPath(ShippedConfig)

@@ -1,5 +1,8 @@
 package testenv
 
+// Pinning libvirtd to one CPU, without which libvirt would throw away the
+// capability cache of caps.go on most starts.
+
 import (
 	"errors"
 	"syscall"

@@ -1,5 +1,8 @@
 package testenv
 
+// A Libvirtd's QEMU guests: the minimal domain, starting and destroying it
+// as virt-launcher does, and where libvirt keeps its status file, PID and log.
+
 import (
 	"context"
 	"errors"

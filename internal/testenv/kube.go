@@ -1,5 +1,10 @@
 package testenv
 
+// APIServer: etcd and kube-apiserver through envtest, with KubeVirt's VMI CRD;
+// stopping, restarting and breaking them (users without rights, CRDs removed);
+// creating VMIs and setting their status as KubeVirt does. KubeAssetsDir says
+// where the binaries come from, findRepoPath finds repository files.
+
 import (
 	"context"
 	"errors"

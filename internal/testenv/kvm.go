@@ -1,5 +1,8 @@
 package testenv
 
+// Whether KVM works: for this process (KVMUsable) and for a daemon's
+// unprivileged user, who is granted /dev/kvm with an ACL (Libvirtd.KVMUsable).
+
 import (
 	"errors"
 	"fmt"

@@ -1,5 +1,9 @@
 package testenv
 
+// Where a Libvirtd's files live: the directories StartLibvirtd prepares (and
+// the length limits unix sockets put on them), libvirtd.conf, and the paths of
+// its socket, log and runtime state. doc.go has the whole map.
+
 import (
 	"fmt"
 	"os"

@@ -1,5 +1,11 @@
 package testenv
 
+// A Libvirtd's lifecycle: StartLibvirtd and MustStartLibvirtd, StartDaemon and
+// its readiness checks, KillDaemon, Restart and Stop, and errors that carry the
+// tail of libvirtd.log. What the daemon needs around it is in layout.go (its
+// directories), caps.go and cpu.go (fast starts), procscan.go (its leftovers),
+// guests.go and kvm.go; doc.go says how it runs.
+
 import (
 	"context"
 	"errors"

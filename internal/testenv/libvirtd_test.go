@@ -86,7 +86,8 @@ func TestLibvirtdGuests(t *testing.T) {
 	}
 
 	// Guests must survive the daemon going away, orderly or not, and
-	// libvirtd must re-attach to them: a later receiver test depends on it.
+	// libvirtd must re-attach to them: the receiver's and internal/domain's
+	// tests of a libvirtd restart or crash depend on it.
 	pids := guestPIDs(t, d, guests)
 	start := time.Now()
 	if err := d.Restart(ctx); err != nil {
@@ -164,7 +165,7 @@ func TestLibvirtdGuests(t *testing.T) {
 	}
 }
 
-// TestLibvirtdKubeletLayout runs the daemon the way the node lab will: its
+// TestLibvirtdKubeletLayout runs the daemon the way a Node's launcher pods do: its
 // libvirt runtime directory is a kubelet-style emptyDir whose path is far too
 // long for unix sockets.
 func TestLibvirtdKubeletLayout(t *testing.T) {
@@ -268,7 +269,7 @@ func TestLibvirtdRejectsLongDir(t *testing.T) {
 }
 
 // checkLiveDomain reads the live XML over the session URI, as the receiver
-// will, and checks the domain type.
+// does, and checks the domain type.
 func checkLiveDomain(t *testing.T, d *Libvirtd, name, typ string) {
 	t.Helper()
 	conn, err := libvirt.NewConnect(d.URI())

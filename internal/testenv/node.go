@@ -1,5 +1,8 @@
 package testenv
 
+// Node: a kubelet-style pods directory whose virt-launcher-like pods each run
+// a Libvirtd (libvirtd.go) with one guest, laid out as virt-handler finds them.
+
 import (
 	"context"
 	"crypto/rand"

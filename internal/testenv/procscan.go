@@ -1,5 +1,9 @@
 package testenv
 
+// What a Libvirtd leaves running: QEMU and virtlogd daemonize, so they are
+// found by the HOME they inherit, in /proc. Stop kills them with killByEnv;
+// should the owner die without calling Stop, the reaper watchdog does the same.
+
 import (
 	"bytes"
 	"fmt"

@@ -1,8 +1,8 @@
 package testenv
 
-// TB is the subset of testing.TB that [MustStartLibvirtd] needs. It is
-// declared here so that non-test programs using this package do not link
-// package testing.
+// TB is the part of testing.TB that the MustStartX wrappers ([MustStartAPIServer],
+// [MustStartLibvirtd], [MustStartNode]) use; *testing.T and *testing.B satisfy it.
+// Declaring it keeps package testing out of the package's non-test files.
 type TB interface {
 	Helper()
 	Cleanup(func())
