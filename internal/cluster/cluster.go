@@ -195,6 +195,9 @@ func (o *Options) complete() error {
 // the cgroup, the veth and /var/lib/kubelet. It waits for another node to stop, until
 // ctx ends.
 func (c *Cluster) takeLock(ctx context.Context) error {
+	if err := os.MkdirAll(filepath.Dir(lockPath), 0o755); err != nil {
+		return err
+	}
 	f, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return err
