@@ -30,6 +30,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -203,7 +204,7 @@ func (c *Cluster) takeLock(ctx context.Context) error {
 		return err
 	}
 	waiting := false
-	err = poll(ctx, time.Second, func() (bool, error) {
+	err = wait.PollUntilContextCancel(ctx, time.Second, true, func(context.Context) (bool, error) {
 		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 			if !waiting {
 				c.progress("another node runs on this machine (%s is locked; `make stop` stops the lab's): waiting", lockPath)
@@ -349,7 +350,7 @@ func (c *Cluster) connect() error {
 // waitFor polls cond until it holds, failing early, with its log, when a daemon of
 // the node exits.
 func (c *Cluster) waitFor(ctx context.Context, what string, cond func() (bool, error)) error {
-	err := poll(ctx, 100*time.Millisecond, func() (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 		for _, p := range c.procs {
 			if p.exited() {
 				return false, fmt.Errorf("%s exited: %v%s", p.name, p.err, tail(p.logPath))
