@@ -229,8 +229,7 @@ func TestDaemonSetOnRealNode(t *testing.T) {
 
 	t.Run("StoppedGuestSucceedsAndGoes", func(t *testing.T) {
 		pod := n.launcher(t, ctx, "default", "another-vm")
-		n.kubectl(t, ctx, "exec", "-n", "default", pod.Name, "--", "virsh", "-c",
-			"qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock", "destroy", "default_another-vm")
+		n.kubectl(t, ctx, "exec", "-n", "default", pod.Name, "--", "virsh", "destroy", "default_another-vm")
 		destroyed := time.Now()
 		n.waitLines(t, ctx, line(accelerated, "default", "my-vm"), line("qemu-tcg", "legacy", "emulated-vm"))
 		t.Logf("line gone %s after the guest was destroyed", time.Since(destroyed).Round(time.Millisecond))
