@@ -20,8 +20,8 @@ import (
 // needs to be right only about the documents it accepts. FuzzDetectFastEqualsFull
 // checks that Detect and detectFull agree, error messages included.
 //
-// What the scanner accepts is, byte for byte, what encoding/xml reads without error and
-// without anything that could change how the <domain> inside is decoded:
+// The scanner accepts only what encoding/xml reads without error and without anything
+// that could change how the <domain> inside is decoded:
 //   - before the root: spaces, tabs, newlines and comments (no declaration, no DOCTYPE,
 //     no processing instruction, no text);
 //   - the root <domstatus> with attributes, none of them xmlns (a namespace declared on
@@ -81,8 +81,8 @@ func decodeDomain(dec *xml.Decoder, dom *libvirtxml.Domain) error {
 	return dec.DecodeElement(dom, &se)
 }
 
-// maxScanDepth bounds the elements open inside <domstatus> while scanning; libvirt's
-// go two deep. Deeper documents go to the full decode.
+// maxScanDepth bounds the elements open inside <domstatus> while scanning; libvirt
+// nests them two deep. Deeper documents go to the full decode.
 const maxScanDepth = 16
 
 // domainStart returns the offset of the first <domain> child of doc's <domstatus> root,
