@@ -206,6 +206,7 @@ func StartAPIServer(ctx context.Context) (_ *APIServer, err error) {
 // asset fails the test instead.
 func MustStartAPIServer(tb TB) *APIServer {
 	tb.Helper()
+	RequireDaemons(tb, "etcd and kube-apiserver")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	api, err := StartAPIServer(ctx)

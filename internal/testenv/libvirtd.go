@@ -531,6 +531,7 @@ func (d *Libvirtd) Connect() (*libvirt.Connect, error) {
 // only the first test run on a machine pays for QEMU probing.
 func MustStartLibvirtd(tb TB, opts LibvirtdOptions) *Libvirtd {
 	tb.Helper()
+	RequireDaemons(tb, "libvirtd")
 	if opts.CapsCacheDir == "" {
 		opts.CapsCacheDir = DefaultCapsCacheDir()
 	}

@@ -24,6 +24,7 @@ import (
 // on any other error and stops the daemon when the test ends.
 func startLibvirtdForTest(t *testing.T, opts LibvirtdOptions) *Libvirtd {
 	t.Helper()
+	RequireDaemons(t, "libvirtd")
 	if _, err := LookupLibvirtd(); err != nil {
 		t.Skipf("skipping: %v", err)
 	}
@@ -214,6 +215,7 @@ func TestLibvirtdCleanupAfterOwnerDies(t *testing.T) {
 		ownerChild()
 		return
 	}
+	RequireDaemons(t, "libvirtd and a QEMU guest")
 	if _, err := LookupLibvirtd(); err != nil {
 		t.Skipf("skipping: %v", err)
 	}

@@ -405,6 +405,7 @@ func (n *Node) Stop() error {
 // test on any error.
 func MustStartNode(tb TB, opts NodeOptions) *Node {
 	tb.Helper()
+	RequireDaemons(tb, "launcher pods with libvirtd and QEMU guests")
 	if _, err := LookupLibvirtd(); err != nil {
 		tb.Skipf("skipping: %v", err)
 	}

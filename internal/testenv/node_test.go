@@ -163,6 +163,7 @@ func TestNodeCleanupAfterOwnerDies(t *testing.T) {
 		nodeOwnerChild()
 		return
 	}
+	RequireDaemons(t, "a launcher pod with libvirtd and a QEMU guest")
 	if _, err := LookupLibvirtd(); err != nil {
 		t.Skipf("skipping: %v", err)
 	}
