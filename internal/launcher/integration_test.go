@@ -34,7 +34,7 @@ func TestLaunchersOnANode(t *testing.T) {
 	defer cancel()
 
 	if launcher.MaxPodsDirLen != testenv.MaxPodsDirLen || launcher.VolumeRelPath != testenv.LauncherVolumeRelPath ||
-		launcher.SocketName != testenv.LauncherSocketName {
+		launcher.VirtqemudSocket != testenv.LauncherSocketName {
 		t.Fatalf("launcher and testenv disagree on the kubelet layout")
 	}
 
@@ -69,13 +69,11 @@ func TestLaunchersOnANode(t *testing.T) {
 			t.Fatal(err)
 		}
 		slim := vmi.FromUnstructured(u)
-		ls, err := launcher.Find(node.PodsDir(), node.Name(), launcher.VMI{
-			Namespace: slim.Namespace, Name: slim.Name, ActivePods: slim.ActivePods, RuntimeUser: slim.RuntimeUser,
-		})
+		ls, err := launcher.Find(node.PodsDir(), node.Name(), slim)
 		if err != nil {
 			t.Fatalf("Find(%s/%s): %v", v.ns, v.name, err)
 		}
-		if len(ls) != 1 || ls[0].PodUID != pod.PodUID || ls[0].Socket != pod.SocketPath() {
+		if len(ls) != 1 || ls[0].Socket != pod.SocketPath() {
 			t.Fatalf("Find(%s/%s) = %+v, want pod %s with socket %s", v.ns, v.name, ls, pod.PodUID, pod.SocketPath())
 		}
 		l := ls[0]
@@ -156,7 +154,7 @@ func TestFallbackURIAgainstSessionDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, err := launcher.Find(node.PodsDir(), node.Name(), launcher.VMI{
+	ls, err := launcher.Find(node.PodsDir(), node.Name(), &vmi.VMI{
 		Namespace: "default", Name: "mislabelled", ActivePods: map[string]string{pod.PodUID: node.Name()}, RuntimeUser: 0,
 	})
 	if err != nil {
@@ -186,7 +184,7 @@ func TestFallbackURIAgainstSessionDaemon(t *testing.T) {
 	}
 
 	// A socket that is not there (the pod is gone, or not up yet) is not a refusal.
-	missing, _ := launcher.URIs(filepath.Join(node.PodsDir(), "00000000-0000-4000-8000-000000000000", launcher.VolumeRelPath, launcher.SocketName))
+	missing, _ := launcher.URIs(filepath.Join(node.PodsDir(), "00000000-0000-4000-8000-000000000000", launcher.VolumeRelPath, launcher.VirtqemudSocket))
 	if _, err := libvirt.NewConnect(missing); err == nil || launcher.IsPathRefused(err) {
 		t.Errorf("connecting to a missing socket: err = %v, want an error that is no path refusal", err)
 	} else {
@@ -268,7 +266,7 @@ func TestMinimalPrivileges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, err := launcher.Find(node.PodsDir(), node.Name(), launcher.VMI{
+	ls, err := launcher.Find(node.PodsDir(), node.Name(), &vmi.VMI{
 		Namespace: "default", Name: "caps", ActivePods: map[string]string{pod.PodUID: node.Name()}, RuntimeUser: pod.RuntimeUser(),
 	})
 	if err != nil {

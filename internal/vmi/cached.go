@@ -50,7 +50,7 @@ type pod struct {
 // copied so that the cache never pins a decoder's buffer.
 func compact(v *VMI, in *interner) *cached {
 	c := &cached{
-		key:             v.Namespace + "/" + v.Name,
+		key:             Key(v.Namespace, v.Name),
 		resourceVersion: strings.Clone(v.ResourceVersion),
 		phase:           in.get(v.Phase),
 		nodeName:        in.get(v.NodeName),
@@ -97,8 +97,8 @@ func (c *cached) vmi() *VMI {
 	return v
 }
 
-// sameState is VMI.SameState on the packed form: whether an update changed anything
-// detection looks at.
+// sameState says whether o is c as far as detection is concerned. Updates that change
+// nothing here (guest agent data, interface lists, timestamps) need no new detection.
 func (c *cached) sameState(o *cached) bool {
 	return c.sameUID(o) && c.phase == o.phase && c.nodeName == o.nodeName &&
 		c.runtimeUser == o.runtimeUser && c.paused == o.paused && slices.Equal(c.pods, o.pods)
@@ -111,22 +111,15 @@ func (c *cached) sameUID(o *cached) bool {
 	return *c.uidText == *o.uidText
 }
 
-// GetNamespace implements metav1.Object. Neither namespaces nor names can contain a
-// '/', so the first one in the key separates them.
+// GetNamespace implements metav1.Object.
 func (c *cached) GetNamespace() string {
-	ns, _, ok := strings.Cut(c.key, "/")
-	if !ok {
-		return ""
-	}
+	ns, _ := SplitKey(c.key)
 	return ns
 }
 
 // GetName implements metav1.Object.
 func (c *cached) GetName() string {
-	_, name, ok := strings.Cut(c.key, "/")
-	if !ok {
-		return c.key
-	}
+	_, name := SplitKey(c.key)
 	return name
 }
 

@@ -59,28 +59,34 @@ func TestCachedIsKeyedAndVersionedLikeTheObject(t *testing.T) {
 	}
 }
 
-func TestCachedSameStateAgreesWithVMISameState(t *testing.T) {
-	changes := map[string]func(*VMI){
-		"nothing":         func(*VMI) {},
-		"resourceVersion": func(v *VMI) { v.ResourceVersion = "4712" },
-		"uid":             func(v *VMI) { v.UID = "7a4d1a7c-3b57-4ad5-8c3c-3cbd2d9f8f1e" },
-		"uid as text":     func(v *VMI) { v.UID = "u2" },
-		"phase":           func(v *VMI) { v.Phase = "Succeeded" },
-		"node":            func(v *VMI) { v.NodeName = "node-b" },
-		"runtime user":    func(v *VMI) { v.RuntimeUser = 0 },
-		"paused":          func(v *VMI) { v.Paused = false },
-		"pod added":       func(v *VMI) { v.ActivePods["pod-3"] = "node-a" },
-		"pod moved":       func(v *VMI) { v.ActivePods["pod-2"] = "node-a" },
-		"pods gone":       func(v *VMI) { v.ActivePods = nil },
+// TestCachedSameStateSeesEveryFieldDetectionReads: an update is worth a detection
+// exactly when it changes what detection reads (UID, phase, node, runtime user,
+// pause, launcher pods), whatever form the UID takes.
+func TestCachedSameStateSeesEveryFieldDetectionReads(t *testing.T) {
+	changes := map[string]struct {
+		change func(*VMI)
+		same   bool
+	}{
+		"nothing":         {func(*VMI) {}, true},
+		"resourceVersion": {func(v *VMI) { v.ResourceVersion = "4712" }, true},
+		"uid":             {func(v *VMI) { v.UID = "7a4d1a7c-3b57-4ad5-8c3c-3cbd2d9f8f1e" }, false},
+		"uid as text":     {func(v *VMI) { v.UID = "u2" }, false},
+		"phase":           {func(v *VMI) { v.Phase = "Succeeded" }, false},
+		"node":            {func(v *VMI) { v.NodeName = "node-b" }, false},
+		"runtime user":    {func(v *VMI) { v.RuntimeUser = 0 }, false},
+		"paused":          {func(v *VMI) { v.Paused = false }, false},
+		"pod added":       {func(v *VMI) { v.ActivePods["pod-3"] = "node-a" }, false},
+		"pod moved":       {func(v *VMI) { v.ActivePods["pod-2"] = "node-a" }, false},
+		"pods gone":       {func(v *VMI) { v.ActivePods = nil }, false},
 	}
 	var in interner
-	for name, change := range changes {
+	for name, c := range changes {
 		for _, baseUID := range []types.UID{"6a4d1a7c-3b57-4ad5-8c3c-3cbd2d9f8f1e", "u1"} {
 			a, b := sampleVMI(), sampleVMI()
 			a.UID, b.UID = baseUID, baseUID
-			change(b)
-			if got, want := compact(a, &in).sameState(compact(b, &in)), a.SameState(b); got != want {
-				t.Errorf("%s (uid %s): cached sameState = %v, VMI SameState = %v", name, baseUID, got, want)
+			c.change(b)
+			if got := compact(a, &in).sameState(compact(b, &in)); got != c.same {
+				t.Errorf("%s (uid %s): sameState = %v, want %v", name, baseUID, got, c.same)
 			}
 		}
 	}

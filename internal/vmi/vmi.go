@@ -5,8 +5,8 @@ package vmi
 
 import (
 	"fmt"
-	"maps"
 	"slices"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -48,9 +48,24 @@ type VMI struct {
 	Paused bool
 }
 
-// Key is the VMI's work-queue and cache key, namespace/name.
+// Key is the key of the VMI namespace/name in the watch's cache, the work queue and
+// the receiver's records: namespace/name.
+func Key(namespace, name string) string {
+	return namespace + "/" + name
+}
+
+// SplitKey returns the namespace and name of a VMI key. Neither can contain a '/', so
+// the first one separates them; a key without one is a name without a namespace.
+func SplitKey(key string) (namespace, name string) {
+	if ns, name, ok := strings.Cut(key, "/"); ok {
+		return ns, name
+	}
+	return "", key
+}
+
+// Key is the VMI's key (see [Key]).
 func (v *VMI) Key() string {
-	return v.Namespace + "/" + v.Name
+	return Key(v.Namespace, v.Name)
 }
 
 // Reportable says whether the VMI should have a series on node, and if not, why.
@@ -99,13 +114,6 @@ func conditionTrue(obj map[string]any, condType string) bool {
 		}
 	}
 	return false
-}
-
-// SameState says whether o is v as far as detection is concerned. Updates that change
-// nothing here (guest agent data, interface lists, timestamps) need no new detection.
-func (v *VMI) SameState(o *VMI) bool {
-	return v.UID == o.UID && v.Phase == o.Phase && v.NodeName == o.NodeName &&
-		v.RuntimeUser == o.RuntimeUser && v.Paused == o.Paused && maps.Equal(v.ActivePods, o.ActivePods)
 }
 
 // LauncherPods returns the UIDs of the VMI's launcher pods on node, sorted. During a

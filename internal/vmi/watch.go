@@ -126,11 +126,6 @@ func (w *Watcher) Shutdown() {
 	w.wg.Wait()
 }
 
-// HasSynced says whether the first full list has been read.
-func (w *Watcher) HasSynced() bool {
-	return w.informer.HasSynced()
-}
-
 // Get returns the cached VMI for key, if the node has it.
 func (w *Watcher) Get(key string) (*VMI, bool) {
 	obj, ok, err := w.informer.GetStore().GetByKey(key)
@@ -142,18 +137,6 @@ func (w *Watcher) Get(key string) (*VMI, bool) {
 		return nil, false
 	}
 	return c.vmi(), true
-}
-
-// List returns every cached VMI.
-func (w *Watcher) List() []*VMI {
-	objs := w.informer.GetStore().List()
-	out := make([]*VMI, 0, len(objs))
-	for _, obj := range objs {
-		if c, ok := obj.(*cached); ok {
-			out = append(out, c.vmi())
-		}
-	}
-	return out
 }
 
 // slim is the informer's transform: it replaces each decoded VMI with its packed slim

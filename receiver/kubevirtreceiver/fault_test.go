@@ -25,7 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/domain"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/libvirtconn"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
 )
@@ -218,7 +218,7 @@ func TestInvalidConfigNamesTheKeyForEveryKind(t *testing.T) {
 // verifyNoLeaks fails the test if goroutines it started outlive it. Registered first,
 // it runs after every other cleanup: receivers shut down, servers stopped.
 func verifyNoLeaks(t *testing.T) {
-	opts := []goleak.Option{goleak.IgnoreCurrent(), goleak.IgnoreAnyFunction(domain.EventLoopFunction)}
+	opts := []goleak.Option{goleak.IgnoreCurrent(), goleak.IgnoreAnyFunction(libvirtconn.EventLoopFunction)}
 	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
 }
 

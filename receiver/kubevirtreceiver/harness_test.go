@@ -195,13 +195,20 @@ func setPaused(t *testing.T, api *testenv.APIServer, ns, name string, paused boo
 	require.NoError(t, err)
 }
 
-// detections is how many detections the receiver has run so far.
+// detections is how many detections the receiver has run so far: the count of its
+// duration histogram.
 func detections(r *kubevirtReceiver) uint64 {
-	return r.stats.duration.Count()
+	ms := pmetric.NewMetricSlice()
+	r.stats.duration.AppendTo(ms, durationMetric, durationDesc, 0)
+	if ms.Len() == 0 {
+		return 0
+	}
+	return ms.At(0).Histogram().DataPoints().At(0).Count()
 }
 
-// currentType is the type in the receiver's series set for key, "" if it has none.
+// currentType is the type of the series in the receiver's record of key, "" if it has
+// none.
 func currentType(r *kubevirtReceiver, key string) string {
-	s, _ := r.series.Get(key)
-	return string(s.Type)
+	rec, _ := r.inventory.Get(key)
+	return string(rec.Series)
 }
