@@ -135,3 +135,24 @@ func TestSlimPacksDecodedAndTombstonedVMIs(t *testing.T) {
 		t.Errorf("tombstone still holds %T", d.Obj)
 	}
 }
+
+// TestCachedFitsItsSizeClasses guards the memory figures in docs/benchmarks.md: the
+// cached VMI fits the 128-byte allocation size class, and a one-pod activePods slice
+// the 48-byte one, UIDs included.
+func TestCachedFitsItsSizeClasses(t *testing.T) {
+	if size := unsafe.Sizeof(cached{}); size > 128 {
+		t.Errorf("cached is %d bytes, want at most 128", size)
+	}
+	if size := unsafe.Sizeof(pod{}); size > 48 {
+		t.Errorf("pod is %d bytes, want at most 48", size)
+	}
+	if p := compact(sampleVMI(), &interner{}).pods[0]; p.uid.text == nil || p.uid.String() != "pod-1" {
+		t.Errorf("a pod UID that is no UUID is kept as %+v (%s), want the text pod-1", p.uid, p.uid)
+	}
+	uuid := "6a4d1a7c-3b57-4ad5-8c3c-3cbd2d9f8f1e"
+	v := sampleVMI()
+	v.ActivePods = map[string]string{uuid: "node-a"}
+	if p := compact(v, &interner{}).pods[0]; p.uid.text != nil || p.uid.String() != uuid {
+		t.Errorf("a canonical pod UID is kept as %+v (%s), want packed", p.uid, p.uid)
+	}
+}
