@@ -128,8 +128,7 @@ func TestDaemonSet(t *testing.T) {
 // TestDaemonSetRunsTheConfigMap checks the DaemonSet against the config it runs: the
 // file it passes is the ConfigMap's, every ${env:X} without a default is set,
 // pods_dir is the /pods mount and short enough, the Prometheus port is the one the
-// container and the Service expose, and the memory limit leaves room above the
-// memory_limiter.
+// container and the Service expose, and GOMEMLIMIT follows the memory limit.
 func TestDaemonSetRunsTheConfigMap(t *testing.T) {
 	ms := loadManifests(t)
 	var ds appsv1.DaemonSet
@@ -172,11 +171,6 @@ func TestDaemonSetRunsTheConfigMap(t *testing.T) {
 				} `json:"libvirt"`
 			} `json:"kubevirt"`
 		} `json:"receivers"`
-		Processors struct {
-			MemoryLimiter struct {
-				LimitMiB int64 `json:"limit_mib"`
-			} `json:"memory_limiter"`
-		} `json:"processors"`
 		Exporters struct {
 			Prometheus struct {
 				Endpoint string `json:"endpoint"`
@@ -221,10 +215,34 @@ func TestDaemonSetRunsTheConfigMap(t *testing.T) {
 		t.Errorf("Service selector %v does not select the DaemonSet's pods %v", svc.Spec.Selector, ds.Spec.Template.Labels)
 	}
 
+	// GOMEMLIMIT: $(X)MiB, X the memory limit counted in units of 1.25 MiB, as
+	// Kubernetes expands it: 80% of the limit.
 	limit := c.Resources.Limits[corev1.ResourceMemory]
-	if limitMiB := limit.Value() >> 20; cfg.Processors.MemoryLimiter.LimitMiB == 0 || cfg.Processors.MemoryLimiter.LimitMiB >= limitMiB {
-		t.Errorf("memory_limiter limit_mib %d must be set and below the container's memory limit (%d MiB)", cfg.Processors.MemoryLimiter.LimitMiB, limitMiB)
+	goMemLimit := env(c, "GOMEMLIMIT")
+	ref := regexp.MustCompile(`^\$\(([A-Z0-9_]+)\)MiB$`).FindStringSubmatch(goMemLimitValue(goMemLimit))
+	if ref == nil {
+		t.Fatalf("GOMEMLIMIT = %+v, want $(<a variable>)MiB", goMemLimit)
 	}
+	field := env(c, ref[1])
+	if field == nil || field.ValueFrom == nil || field.ValueFrom.ResourceFieldRef == nil || field.ValueFrom.ResourceFieldRef.Resource != "limits.memory" {
+		t.Fatalf("%s = %+v, want the container's limits.memory", ref[1], field)
+	}
+	divisor := field.ValueFrom.ResourceFieldRef.Divisor
+	units := (limit.Value() + divisor.Value() - 1) / divisor.Value() // Kubernetes rounds up
+	if share := float64(units<<20) / float64(limit.Value()); share < 0.7 || share > 0.9 {
+		t.Errorf("GOMEMLIMIT is %d MiB, %.0f%% of the %s memory limit; want 70-90%%", units, 100*share, limit.String())
+	}
+	if i, j := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == ref[1] }),
+		slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMEMLIMIT" }); i > j {
+		t.Errorf("%s must come before GOMEMLIMIT, or Kubernetes does not expand it", ref[1])
+	}
+}
+
+func goMemLimitValue(e *corev1.EnvVar) string {
+	if e == nil {
+		return ""
+	}
+	return e.Value
 }
 
 // envRef is the collector's ${env:NAME} and ${env:NAME:-default}.

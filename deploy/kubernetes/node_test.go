@@ -145,6 +145,14 @@ func TestDaemonSetOnRealNode(t *testing.T) {
 		}
 	})
 
+	t.Run("GOMEMLIMITFollowsTheMemoryLimit", func(t *testing.T) {
+		// 80% of the DaemonSet's 256Mi, as Kubernetes expands it (see daemonset.yaml).
+		environ := n.exec(t, ctx, "cat", "/proc/1/environ")
+		if !strings.Contains("\x00"+environ, "\x00GOMEMLIMIT=205MiB\x00") {
+			t.Errorf("the collector's environment has no GOMEMLIMIT=205MiB: %q", environ)
+		}
+	})
+
 	t.Run("PodsIsReadOnly", func(t *testing.T) {
 		out, err := n.c.Kubectl(ctx, nil, "exec", "-n", lab.CollectorNamespace, n.col.Pod, "--", "touch", "/pods/written-by-the-collector")
 		if err == nil || !strings.Contains(err.Error(), "Read-only file system") {

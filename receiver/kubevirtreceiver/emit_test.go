@@ -195,9 +195,9 @@ func TestBuildIncludesWatchHealth(t *testing.T) {
 
 func metricsOf(md pmetric.Metrics, _, _ []inventory.Series) pmetric.Metrics { return md }
 
-// TestRetractionSurvivesARefusedBatch: a pipeline that refuses a batch (memory_limiter
-// under pressure) must not lose a retraction, or the series would stay on the endpoint
-// until metric_expiration.
+// TestRetractionSurvivesARefusedBatch: a pipeline that refuses a batch (the OTLP
+// overlay's sending queue when full) must not lose a retraction, or the series would
+// stay on the endpoint until metric_expiration.
 func TestRetractionSurvivesARefusedBatch(t *testing.T) {
 	batches := make(chan pmetric.Metrics, 10)
 	refused := false
