@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,7 +56,7 @@ func collectorFor(b *testing.B, key string, start func() (*collector, error)) *c
 
 // startCollector runs the built collector with a configuration derived from the
 // shipped one (see benchConfig), watching node of c with libvirt at uri.
-func startCollector(c *cluster, node, uri string, p pipeline) (*collector, error) {
+func startCollector(c *cluster, node, uri string) (*collector, error) {
 	bin := os.Getenv(testenv.CollectorBinEnv)
 	if bin == "" {
 		return nil, skipError{fmt.Errorf("%s is not set; `make bench` builds the collector and sets it", testenv.CollectorBinEnv)}
@@ -66,7 +65,7 @@ func startCollector(c *cluster, node, uri string, p pipeline) (*collector, error
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := benchConfig(dir, p)
+	cfg, err := benchConfig(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -82,28 +81,15 @@ func startCollector(c *cluster, node, uri string, p pipeline) (*collector, error
 	return &collector{Collector: col, pid: col.PID()}, nil
 }
 
-// pipeline says which processors of the shipped pipeline a benchmark keeps.
-type pipeline string
-
-const (
-	// shipped keeps them all: memory_limiter and batch.
-	shipped pipeline = "shipped"
-	// noBatch drops the batch processor, to show what it adds to the latency.
-	noBatch pipeline = "nobatch"
-	// bare drops every processor: the receiver straight into the Prometheus exporter,
-	// to show what the processors' timers cost an idle collector.
-	bare pipeline = "bare"
-)
-
 // benchConfig writes the shipped collector configuration with what the benchmarks
-// need changed, and returns its path. Everything else (the batch processor's 200ms
-// timeout, memory_limiter, the Prometheus exporter's settings, collection_interval)
-// stays as shipped, so that a change there shows up in the figures:
+// need changed, and returns its path. Everything else (the pipeline, the Prometheus
+// exporter's settings, collection_interval) stays as shipped, so that a change there
+// shows up in the figures:
 //
-//   - libvirt.source "uri" at $LIBVIRT_URI: one test-driver node for all VMIs;
-//   - auth_type kubeConfig: the API server is the harness's, reached via $KUBECONFIG;
-//   - the processors p leaves out.
-func benchConfig(dir string, p pipeline) (string, error) {
+//   - libvirt.source "uri" at $LIBVIRT_URI: one libvirt (a test-driver node, or a
+//     libvirtd with real guests) for all VMIs;
+//   - auth_type kubeConfig: the API server is the harness's, reached via $KUBECONFIG.
+func benchConfig(dir string) (string, error) {
 	shipped, err := os.ReadFile(filepath.Join(repoRoot(), testenv.ShippedConfig))
 	if err != nil {
 		return "", err
@@ -118,25 +104,11 @@ func benchConfig(dir string, p pipeline) (string, error) {
 	}
 	rcv["auth_type"] = "kubeConfig"
 	rcv["libvirt"] = map[string]any{"source": "uri", "uri": "${env:LIBVIRT_URI}"}
-	metrics, ok := dig(cfg, "service", "pipelines", "metrics")
-	if !ok {
-		return "", errors.New("shipped config has no service::pipelines::metrics")
-	}
-	procs, _ := metrics["processors"].([]any)
-	if !slices.Contains(procs, any("batch")) {
-		return "", fmt.Errorf("shipped pipeline has no batch processor (processors %v): revisit the benchmark", procs)
-	}
-	switch p {
-	case noBatch:
-		metrics["processors"] = slices.DeleteFunc(procs, func(p any) bool { return p == "batch" })
-	case bare:
-		delete(metrics, "processors")
-	}
 	out, err := yaml.Marshal(cfg)
 	if err != nil {
 		return "", err
 	}
-	path := filepath.Join(dir, string(p)+".yaml")
+	path := filepath.Join(dir, "shipped.yaml")
 	return path, os.WriteFile(path, out, 0o600)
 }
 

@@ -32,6 +32,11 @@ func atExit(stop func() error) {
 }
 
 func TestMain(m *testing.M) {
+	if uri := os.Getenv(scrapeTimeExporterEnv); uri != "" {
+		// This process is BenchmarkScrapeVsLibvirt's at-scrape exporter.
+		fmt.Fprintln(os.Stderr, "at-scrape exporter:", runScrapeTimeExporter(uri, os.Getenv(scrapeTimeExporterAddrEnv)))
+		os.Exit(1)
+	}
 	code := m.Run()
 	teardownMu.Lock()
 	for i := len(teardowns) - 1; i >= 0; i-- {
