@@ -20,7 +20,6 @@ import (
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
-	"k8s.io/client-go/dynamic"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/kube"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
@@ -128,13 +127,9 @@ func shutdown(b *testing.B, rcv receiver.Metrics) {
 // watcherHeap starts a VMI watcher for node, waits until it holds all n VMIs, and
 // returns its live heap per VMI.
 func watcherHeap(b *testing.B, c *cluster, node string, n int) float64 {
-	client, err := dynamic.NewForConfig(c.api.Config)
-	if err != nil {
-		b.Fatal(err)
-	}
 	var added atomic.Int64
 	base := liveHeap()
-	w, err := vmi.NewWatcher(client, node, zap.NewNop(), vmi.WatcherHandlers{Changed: func(string) { added.Add(1) }})
+	w, err := vmi.NewWatcher(c.api.Config, node, zap.NewNop(), vmi.WatcherHandlers{Changed: func(string) { added.Add(1) }})
 	if err != nil {
 		b.Fatal(err)
 	}

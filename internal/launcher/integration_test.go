@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"go.uber.org/zap"
 	"libvirt.org/go/libvirt"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
@@ -63,12 +63,8 @@ func TestLaunchersOnANode(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		// What the receiver has: the slim view of the VMI as the API server serves it.
-		u, err := api.Dynamic.Resource(testenv.VMIResource).Namespace(v.ns).Get(ctx, v.name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		slim := vmi.FromUnstructured(u)
+		// What the receiver has: the slim view of the VMI from its watch.
+		slim := watchedVMI(ctx, t, api, node.Name(), vmi.Key(v.ns, v.name))
 		ls, err := launcher.Find(node.PodsDir(), node.Name(), slim)
 		if err != nil {
 			t.Fatalf("Find(%s/%s): %v", v.ns, v.name, err)
@@ -105,6 +101,27 @@ func TestLaunchersOnANode(t *testing.T) {
 		}
 		logStatusFile(t, l.StatusFile, doc)
 	}
+}
+
+// watchedVMI returns the VMI key as a watch of node's VMIs sees it, once it is there.
+func watchedVMI(ctx context.Context, t *testing.T, api *testenv.APIServer, node, key string) *vmi.VMI {
+	t.Helper()
+	w, err := vmi.NewWatcher(api.Config, node, zap.NewNop(), vmi.WatcherHandlers{Changed: func(string) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	w.Start(wctx)
+	defer func() { stop(); w.Shutdown() }()
+	var v *vmi.VMI
+	if err := testenv.Poll(ctx, 10*time.Millisecond, func() (bool, error) {
+		var ok bool
+		v, ok = w.Get(key)
+		return ok && v.Phase == vmi.PhaseRunning, nil
+	}); err != nil {
+		t.Fatalf("%s never Running in the watch: %v", key, err)
+	}
+	return v
 }
 
 // liveDomainXML fetches the running domain's XML over uri.

@@ -7,7 +7,6 @@ import (
 	"unsafe"
 
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 )
@@ -117,13 +116,10 @@ func sameBacking(a, b string) bool {
 
 func TestSlimPacksDecodedAndTombstonedVMIs(t *testing.T) {
 	w := &Watcher{}
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"metadata": map[string]any{"namespace": "default", "name": "vm", "uid": "u1", "resourceVersion": "7"},
-		"status":   map[string]any{"phase": "Running", "nodeName": "node-a"},
-	}}
+	u := decodeWire(t, `{"metadata":{"namespace":"default","name":"vm","uid":"u1","resourceVersion":"7"},"status":{"phase":"Running","nodeName":"node-a"}}`)
 	got, err := w.slim(u)
 	if c, ok := got.(*cached); err != nil || !ok || c.key != "default/vm" || c.phase != "Running" {
-		t.Fatalf("slim(unstructured) = %#v, %v", got, err)
+		t.Fatalf("slim(decoded VMI) = %#v, %v", got, err)
 	}
 	if again, _ := w.slim(got); again != got {
 		t.Error("slim did not pass an already packed VMI through")

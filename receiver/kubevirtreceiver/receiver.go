@@ -2,7 +2,6 @@ package kubevirtreceiver
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -10,7 +9,6 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
 	"go.uber.org/zap"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/detect"
@@ -99,13 +97,9 @@ func (r *kubevirtReceiver) Start(_ context.Context, _ component.Host) error {
 	if err != nil {
 		return err
 	}
-	client, err := dynamic.NewForConfig(restCfg)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
-	}
 	// The queue exists before anything can call enqueue, and nothing after it can fail.
 	r.libvirtFaults = faultlog.New(r.logger, faultInterval)
-	r.watcher, err = vmi.NewWatcher(client, r.cfg.NodeName, r.logger,
+	r.watcher, err = vmi.NewWatcher(restCfg, r.cfg.NodeName, r.logger,
 		vmi.WatcherHandlers{Changed: r.enqueue, HealthChanged: r.selfMetricsChanged})
 	if err != nil {
 		return err
