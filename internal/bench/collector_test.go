@@ -57,6 +57,11 @@ func collectorFor(b *testing.B, key string, start func() (*collector, error)) *c
 // startCollector runs the built collector with a configuration derived from the
 // shipped one (see benchConfig), watching node of c with libvirt at uri.
 func startCollector(c *cluster, node, uri string) (*collector, error) {
+	return startCollectorWith(c, node, map[string]any{"source": "uri", "uri": uri})
+}
+
+// startCollectorWith is startCollector with the receiver's libvirt settings.
+func startCollectorWith(c *cluster, node string, libvirt map[string]any) (*collector, error) {
 	bin := os.Getenv(testenv.CollectorBinEnv)
 	if bin == "" {
 		return nil, skipError{fmt.Errorf("%s is not set; `make bench` builds the collector and sets it", testenv.CollectorBinEnv)}
@@ -65,7 +70,7 @@ func startCollector(c *cluster, node, uri string) (*collector, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := benchConfig(dir)
+	cfg, err := benchConfig(dir, libvirt)
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +78,7 @@ func startCollector(c *cluster, node, uri string) (*collector, error) {
 	defer cancel()
 	col, err := testenv.StartCollector(ctx, testenv.CollectorOptions{
 		Bin: bin, Config: cfg, Dir: dir,
-		Env: []string{"K8S_NODE_NAME=" + node, "KUBECONFIG=" + c.api.KubeconfigPath, "LIBVIRT_URI=" + uri},
+		Env: []string{"K8S_NODE_NAME=" + node, "KUBECONFIG=" + c.api.KubeconfigPath},
 	})
 	if err != nil {
 		return nil, err
@@ -86,10 +91,10 @@ func startCollector(c *cluster, node, uri string) (*collector, error) {
 // exporter's settings, collection_interval) stays as shipped, so that a change there
 // shows up in the figures:
 //
-//   - libvirt.source "uri" at $LIBVIRT_URI: one libvirt (a test-driver node, or a
-//     libvirtd with real guests) for all VMIs;
+//   - libvirt as given: source "uri" with one libvirt (a test-driver node, or a
+//     libvirtd with real guests) for all VMIs, or source "launcher" with a pods_dir;
 //   - auth_type kubeConfig: the API server is the harness's, reached via $KUBECONFIG.
-func benchConfig(dir string) (string, error) {
+func benchConfig(dir string, libvirt map[string]any) (string, error) {
 	shipped, err := os.ReadFile(filepath.Join(repoRoot(), testenv.ShippedConfig))
 	if err != nil {
 		return "", err
@@ -103,13 +108,29 @@ func benchConfig(dir string) (string, error) {
 		return "", errors.New("shipped config has no receivers::kubevirt")
 	}
 	rcv["auth_type"] = "kubeConfig"
-	rcv["libvirt"] = map[string]any{"source": "uri", "uri": "${env:LIBVIRT_URI}"}
+	rcv["libvirt"] = libvirt
 	out, err := yaml.Marshal(cfg)
 	if err != nil {
 		return "", err
 	}
 	path := filepath.Join(dir, "shipped.yaml")
 	return path, os.WriteFile(path, out, 0o600)
+}
+
+// shippedCollectionInterval is the receiver's collection_interval in the shipped
+// configuration.
+func shippedCollectionInterval() (time.Duration, error) {
+	shipped, err := os.ReadFile(filepath.Join(repoRoot(), testenv.ShippedConfig))
+	if err != nil {
+		return 0, err
+	}
+	var cfg map[string]any
+	if err := yaml.Unmarshal(shipped, &cfg); err != nil {
+		return 0, err
+	}
+	rcv, _ := dig(cfg, "receivers", "kubevirt")
+	s, _ := rcv["collection_interval"].(string)
+	return time.ParseDuration(s)
 }
 
 // dig returns the map at path in cfg.

@@ -57,7 +57,7 @@ func BenchmarkScrapeVsLibvirt(b *testing.B) {
 	vmisFixture.get(b, fmt.Sprint("scrape-guests-", n), func() (struct{}, error) {
 		return struct{}{}, parallel(n, 16, func(i int) error {
 			ns, name, _ := launcher.SplitDomainName(d.names[i])
-			_, err := c.vmis(ns).Create(context.Background(), realisticVMI(ns, name, node, "Running"), metav1.CreateOptions{})
+			_, err := c.vmis(ns).Create(context.Background(), realisticVMI(ns, name, node, "Running", newUID()), metav1.CreateOptions{})
 			return err
 		})
 	})

@@ -30,18 +30,19 @@ type Record struct {
 	Conn *detect.LauncherConn
 }
 
-// Launchers stands for a set of launcher pods: a fingerprint of their UIDs, 8 bytes
-// however many there are.
-type Launchers uint64
+// Launchers stands for a set of launcher pods: a fingerprint of their UIDs, 4 bytes
+// however many there are. Two sets with the same fingerprint (one chance in 4 billion)
+// would only keep a known type through a libvirt outage across a launcher change.
+type Launchers uint32
 
 // LaunchersOf returns the fingerprint of the launcher pods with these UIDs, in order.
 func LaunchersOf(podUIDs []string) Launchers {
-	h := fnv.New64a()
+	h := fnv.New32a()
 	for _, uid := range podUIDs {
 		_, _ = h.Write([]byte(uid))
 		_, _ = h.Write([]byte{0})
 	}
-	return Launchers(h.Sum64())
+	return Launchers(h.Sum32())
 }
 
 // Series is one series of the hypervisor metric: the VMI's key (namespace/name) and
@@ -78,7 +79,7 @@ type Inventory struct {
 	changed        chan struct{}
 }
 
-// entry is a Record as stored: 24 bytes rather than 56, because a node's receiver
+// entry is a Record as stored: 16 bytes rather than 48, because a node's receiver
 // keeps one for every VMI of the node for as long as it runs.
 type entry struct {
 	conn          *detect.LauncherConn

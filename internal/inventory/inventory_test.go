@@ -171,8 +171,8 @@ func TestLaunchersOfTellsPodSetsApart(t *testing.T) {
 // TestEntryIsSmall guards the memory figure in docs/benchmarks.md: a node's receiver
 // keeps one entry per VMI of the node.
 func TestEntryIsSmall(t *testing.T) {
-	if size := unsafe.Sizeof(entry{}); size > 24 {
-		t.Errorf("entry is %d bytes, want at most 24", size)
+	if size := unsafe.Sizeof(entry{}); size > 16 {
+		t.Errorf("entry is %d bytes, want at most 16", size)
 	}
 	for _, typ := range []hypervisor.Type{hypervisor.KVM, hypervisor.QEMUTCG, hypervisor.MSHV, hypervisor.Unknown} {
 		if got := codeOf(typ).typ(); got != typ {

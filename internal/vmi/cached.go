@@ -27,8 +27,8 @@ import (
 //   - the struct fits the 128-byte allocation size class; one more byte takes 144.
 //
 // client-go reads cached objects through meta.Accessor, so cached implements
-// metav1.Object: namespace, name, UID and resourceVersion (the informer tells
-// updates from resyncs by it) are real, the rest are noMeta's no-ops.
+// metav1.Object: the key as the name (see GetName), UID and resourceVersion (the
+// informer tells updates from resyncs by it) are real, the rest are noMeta's no-ops.
 type cached struct {
 	noMeta
 	key             string
@@ -111,9 +111,10 @@ func compact(v *VMI, in *interner) *cached {
 
 // vmi unpacks the cached VMI. Its strings are shared with the cache, not copied.
 func (c *cached) vmi() *VMI {
+	ns, name := SplitKey(c.key)
 	v := &VMI{
-		Namespace:       c.GetNamespace(),
-		Name:            c.GetName(),
+		Namespace:       ns,
+		Name:            name,
 		UID:             c.GetUID(),
 		ResourceVersion: c.resourceVersion,
 		Phase:           c.phase,
@@ -138,17 +139,16 @@ func (c *cached) sameState(o *cached) bool {
 		slices.EqualFunc(c.pods, o.pods, func(a, b pod) bool { return a.uid.equal(b.uid) && a.node == b.node })
 }
 
-// GetNamespace implements metav1.Object.
-func (c *cached) GetNamespace() string {
-	ns, _ := SplitKey(c.key)
-	return ns
-}
+// GetNamespace implements metav1.Object: none, see GetName.
+func (c *cached) GetNamespace() string { return "" }
 
-// GetName implements metav1.Object.
-func (c *cached) GetName() string {
-	_, name := SplitKey(c.key)
-	return name
-}
+// GetName implements metav1.Object with the whole key, namespace/name. client-go keys
+// a cached object by its namespace and name joined with a '/', a new string per
+// object, which would duplicate the key cached holds; reported as a name without a
+// namespace, the key is the same string and client-go keeps c.key itself. Nothing
+// else reads these names: the informer has no namespace index, and vmi unpacks the
+// namespace and name from the key.
+func (c *cached) GetName() string { return c.key }
 
 // GetUID implements metav1.Object.
 func (c *cached) GetUID() types.UID { return types.UID(c.uid.String()) }

@@ -46,6 +46,9 @@ func TestCachedIsKeyedAndVersionedLikeTheObject(t *testing.T) {
 	if err != nil || key != "default/vm" || c.key != key {
 		t.Fatalf("key = %q, %v; cached key %q", key, err, c.key)
 	}
+	if !sameBacking(key, c.key) {
+		t.Error("client-go's key for a cached VMI is a copy of its key, not the key itself")
+	}
 	m, err := meta.Accessor(c)
 	if err != nil {
 		t.Fatal(err)
