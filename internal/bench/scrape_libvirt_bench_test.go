@@ -2,18 +2,18 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"libvirt.org/go/libvirt"
 
@@ -40,10 +40,11 @@ func scrapeGuests() int {
 //   - collector: the built collector, shipped configuration, libvirt.source uri at
 //     that libvirtd, one Running VMI per guest in the API server. A scrape reads what
 //     the exporter holds; libvirt was asked once per VMI, when it started.
-//   - at-scrape: this test binary run as a minimal exporter (runScrapeTimeExporter):
-//     per scrape it lists the running domains over one kept connection, reads each
-//     one's XML and its type, and writes one line each. Nothing more: a real one also
-//     reads stats, and usually dials per scrape.
+//   - at-scrape: this test binary run as a minimal exporter (runScrapeTimeExporter,
+//     client_golang and promhttp as exporters use them): per scrape it lists the
+//     running domains over one kept connection, reads each one's XML and its type, and
+//     serves one line each. Nothing more: a real one also reads stats, and often dials
+//     per scrape.
 //
 // Reported per scrape, in microseconds of CPU: the serving process's (-cpu-us) and
 // libvirtd's over the same scrapes (-libvirtd-cpu-us), for each; and cpu-ratio, the
@@ -166,38 +167,51 @@ func (e *scrapeTimeExporter) stop() {
 }
 
 // runScrapeTimeExporter serves, on addr, one line per running domain of the libvirt at
-// uri, asking libvirt for them at every scrape. It returns only on error.
+// uri, asking libvirt for them at every scrape: a collector of client_golang's, served
+// by its promhttp as exporters built on it are (gzip when asked, as Prometheus asks).
+// It returns only on error.
 func runScrapeTimeExporter(uri, addr string) error {
 	conn, err := libvirt.NewConnect(uri)
 	if err != nil {
 		return err
 	}
-	http.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-		doms, err := conn.ListAllDomains(libvirt.CONNECT_LIST_DOMAINS_ACTIVE)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		var out strings.Builder
-		var errs []error
-		for _, dom := range doms {
-			name, err := dom.GetName()
-			if err == nil {
-				var xml string
-				if xml, err = dom.GetXMLDesc(0); err == nil {
-					det, _ := hypervisor.Detect(xml)
-					ns, vm, _ := launcher.SplitDomainName(name)
-					fmt.Fprintf(&out, "kubevirt_vmi_hypervisor_info{hypervisor_type=%q,name=%q,namespace=%q} 1\n", det.Type, vm, ns)
-				}
-			}
-			errs = append(errs, err)
-			_ = dom.Free()
-		}
-		if err := errors.Join(errs...); err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		_, _ = w.Write([]byte(out.String()))
-	})
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(atScrapeCollector{conn}); err != nil {
+		return err
+	}
+	http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return http.ListenAndServe(addr, nil) //nolint:gosec // a benchmark's helper on loopback, alive for one run
+}
+
+// atScrapeCollector asks libvirt for every running domain and its XML at each scrape.
+type atScrapeCollector struct {
+	conn *libvirt.Connect
+}
+
+var atScrapeDesc = prometheus.NewDesc("kubevirt_vmi_hypervisor_info", "Hypervisor of a running VMI.",
+	[]string{"hypervisor_type", "name", "namespace"}, nil)
+
+func (atScrapeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- atScrapeDesc }
+
+func (c atScrapeCollector) Collect(ch chan<- prometheus.Metric) {
+	doms, err := c.conn.ListAllDomains(libvirt.CONNECT_LIST_DOMAINS_ACTIVE)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(atScrapeDesc, err)
+		return
+	}
+	for _, dom := range doms {
+		name, err := dom.GetName()
+		if err == nil {
+			var xml string
+			if xml, err = dom.GetXMLDesc(0); err == nil {
+				det, _ := hypervisor.Detect(xml)
+				ns, vm, _ := launcher.SplitDomainName(name)
+				ch <- prometheus.MustNewConstMetric(atScrapeDesc, prometheus.GaugeValue, 1, string(det.Type), vm, ns)
+			}
+		}
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(atScrapeDesc, err)
+		}
+		_ = dom.Free()
+	}
 }
