@@ -32,7 +32,7 @@ import (
 
 func TestAPIServerRestartKeepsSeriesAndFollowsNewChanges(t *testing.T) {
 	verifyNoLeaks(t)
-	api := testenv.MustStartAPIServer(t)
+	api := startAPIServer(t)
 	proxy := startAPIProxy(t, api)
 	uri := testDriverNode(t, map[string]string{"default_a": "kvm", "default_b": "qemu", "default_c": "hyperv"})
 	var batches atomic.Int64
@@ -83,7 +83,7 @@ func TestAPIServerRestartKeepsSeriesAndFollowsNewChanges(t *testing.T) {
 // deletion it never got an event for.
 func TestExpiredWatchRelistsWhatChangedMeanwhile(t *testing.T) {
 	verifyNoLeaks(t)
-	api := testenv.MustStartAPIServer(t)
+	api := startAPIServer(t)
 	proxy := startAPIProxy(t, api)
 	uri := testDriverNode(t, map[string]string{
 		"default_keep": "kvm", "default_stop": "qemu", "default_gone": "qemu", "default_new": "hyperv",
@@ -119,7 +119,7 @@ func TestExpiredWatchRelistsWhatChangedMeanwhile(t *testing.T) {
 // runtimeUser, conditions) is reported from the rest.
 func TestMalformedVMIsAffectNoOtherVMI(t *testing.T) {
 	verifyNoLeaks(t)
-	api := testenv.MustStartAPIServer(t)
+	api := startAPIServer(t)
 	proxy := startAPIProxy(t, api)
 	statuses := map[string]struct {
 		status   string // sent as the VMI's status; "" sends none

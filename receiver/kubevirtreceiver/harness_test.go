@@ -130,6 +130,17 @@ func waitView(t *testing.T, v *view, want map[string]string, within time.Duratio
 	}
 }
 
+// startAPIServer is testenv.MustStartAPIServer, skipped with -short, so that
+// `go test -short` of this package runs the tests that need no real part
+// (sync_test.go's decision table, emission, configuration, README) in seconds.
+func startAPIServer(t *testing.T) *testenv.APIServer {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping with -short: needs a real kube-apiserver")
+	}
+	return testenv.MustStartAPIServer(t)
+}
+
 // startReceiver runs a receiver for node against the API server and libvirt at uri.
 // tweak, if not nil, adjusts it before Start.
 func startReceiver(t *testing.T, api *testenv.APIServer, node, uri string, tweak func(*kubevirtReceiver)) (*kubevirtReceiver, *view) {
