@@ -57,15 +57,25 @@ func collectorFor(b *testing.B, key string, start func() (*collector, error)) *c
 // startCollector runs the built collector with a configuration derived from the
 // shipped one (see benchConfig), watching node of c with libvirt at uri.
 func startCollector(c *cluster, node, uri string) (*collector, error) {
-	return startCollectorWith(c, node, map[string]any{"source": "uri", "uri": uri})
+	bin, err := collectorBin()
+	if err != nil {
+		return nil, err
+	}
+	return startCollectorWith(c, node, map[string]any{"source": "uri", "uri": uri}, bin)
 }
 
-// startCollectorWith is startCollector with the receiver's libvirt settings.
-func startCollectorWith(c *cluster, node string, libvirt map[string]any) (*collector, error) {
+// collectorBin is the built collector, $OTELCOL_KUBEVIRT_BIN.
+func collectorBin() (string, error) {
 	bin := os.Getenv(testenv.CollectorBinEnv)
 	if bin == "" {
-		return nil, skipError{fmt.Errorf("%s is not set; `make bench` builds the collector and sets it", testenv.CollectorBinEnv)}
+		return "", skipError{fmt.Errorf("%s is not set; `make bench` builds the collector and sets it", testenv.CollectorBinEnv)}
 	}
+	return bin, nil
+}
+
+// startCollectorWith is startCollector with the receiver's libvirt settings and the
+// collector binary bin.
+func startCollectorWith(c *cluster, node string, libvirt map[string]any, bin string) (*collector, error) {
 	dir, err := tempDir()
 	if err != nil {
 		return nil, err

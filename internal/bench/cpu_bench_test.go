@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -211,7 +212,10 @@ func measureCPU(b *testing.B, pid int, window time.Duration, tick func(now time.
 // libvirt and holds none in its memory (the test driver of BenchmarkCPU lives in the
 // collector's process, its domains in the C heap). vmis=1000 is measured 10 s after
 // every series is out; vmis=0 (the same pods directory, a node without VMIs) is what the
-// binary and its libraries cost before any VMI. rss-MB is VmRSS, the sum of
+// binary and its libraries cost before any VMI. The collector runs from a copy of the
+// built binary: how many of an executable's pages end up resident depends on how the
+// file sits in the page cache, and a file the linker has just written maps in far more
+// than a copy (docs/benchmarks.md), which would measure the build, not the collector. rss-MB is VmRSS, the sum of
 // rss-anon-MB (Go heap, stacks, C allocations) and rss-file-MB (pages of the
 // executable and of the shared libraries, libvirt's among them, that are mapped in).
 // Run with -benchtime=1x.
@@ -222,7 +226,11 @@ func BenchmarkRSS(b *testing.B) {
 			pods := launcherNodeWith(b, c, steadyVMIs)
 			node := map[int]string{steadyVMIs: launcherNodeName, 0: "node-without-vmis"}[n]
 			col := collectorFor(b, fmt.Sprint("rss-", n), func() (*collector, error) {
-				return startCollectorWith(c, node, map[string]any{"source": "launcher", "pods_dir": pods.PodsDir()})
+				bin, err := copiedCollectorBin()
+				if err != nil {
+					return nil, err
+				}
+				return startCollectorWith(c, node, map[string]any{"source": "launcher", "pods_dir": pods.PodsDir()}, bin)
 			})
 			waitSeries(b, col, n)
 			waitFor(b, "the watch to be synced", time.Minute, func() bool {
@@ -235,6 +243,34 @@ func BenchmarkRSS(b *testing.B) {
 			}
 		})
 	}
+}
+
+// copiedCollectorBin copies the built collector into a directory of its own, as cp
+// does, and returns the copy's path.
+func copiedCollectorBin() (string, error) {
+	bin, err := collectorBin()
+	if err != nil {
+		return "", err
+	}
+	dir, err := tempDir()
+	if err != nil {
+		return "", err
+	}
+	src, err := os.Open(bin)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	copyPath := filepath.Join(dir, filepath.Base(bin))
+	dst, err := os.OpenFile(copyPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return "", err
+	}
+	return copyPath, dst.Close()
 }
 
 // launcherNodeName is the node of launcherNodeWith's VMIs.
