@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"reflect"
 	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // decodeWire decodes a VMI's JSON the way the watch's client does.
@@ -44,6 +46,20 @@ func TestWireReadsWhatItCanOfMistypedStatuses(t *testing.T) {
 	}
 	if got := decodeWire(t, `{`+meta+`}`).vmi(); got.Phase != "" || got.Name != "vm" {
 		t.Errorf("no status: got %+v", got)
+	}
+}
+
+// TestWireKeepsTheAnnotationThatEndsAStreamedList: client-go's reflector, streaming its
+// first list as watch events, knows the list is complete by an annotation on a
+// bookmark; the other annotations are not kept.
+func TestWireKeepsTheAnnotationThatEndsAStreamedList(t *testing.T) {
+	bookmark := decodeWire(t, `{"kind":"VirtualMachineInstance","apiVersion":"kubevirt.io/v1","metadata":{"resourceVersion":"42","annotations":{"k8s.io/initial-events-end":"true"}}}`)
+	if got := bookmark.GetAnnotations(); got[metav1.InitialEventsAnnotationKey] != "true" || bookmark.GetResourceVersion() != "42" {
+		t.Errorf("bookmark: annotations %v, resourceVersion %q", got, bookmark.GetResourceVersion())
+	}
+	plain := decodeWire(t, `{"metadata":{"name":"vm","annotations":{"kubevirt.io/latest-observed-api-version":"v1"}}}`)
+	if got := plain.GetAnnotations(); got != nil {
+		t.Errorf("a VMI's annotations kept: %v", got)
 	}
 }
 

@@ -32,10 +32,18 @@ type wire struct {
 }
 
 type wireMeta struct {
-	Namespace       string    `json:"namespace"`
-	Name            string    `json:"name"`
-	UID             types.UID `json:"uid"`
-	ResourceVersion string    `json:"resourceVersion"`
+	Namespace       string          `json:"namespace"`
+	Name            string          `json:"name"`
+	UID             types.UID       `json:"uid"`
+	ResourceVersion string          `json:"resourceVersion"`
+	Annotations     wireAnnotations `json:"annotations"`
+}
+
+// wireAnnotations is the one annotation client-go's reflector reads: the mark on the
+// bookmark that ends a watch list's initial events. Without it a reflector that
+// streams its first list would never know the list is complete.
+type wireAnnotations struct {
+	InitialEventsEnd string `json:"k8s.io/initial-events-end"`
 }
 
 // wireStatus is the part of status.* detection reads.
@@ -110,6 +118,14 @@ func (w *wire) GetUID() types.UID { return w.Metadata.UID }
 
 // GetResourceVersion implements metav1.Object.
 func (w *wire) GetResourceVersion() string { return w.Metadata.ResourceVersion }
+
+// GetAnnotations implements metav1.Object with the one annotation wire keeps.
+func (w *wire) GetAnnotations() map[string]string {
+	if w.Metadata.Annotations.InitialEventsEnd == "" {
+		return nil
+	}
+	return map[string]string{metav1.InitialEventsAnnotationKey: w.Metadata.Annotations.InitialEventsEnd}
+}
 
 // DeepCopyObject implements runtime.Object.
 func (w *wire) DeepCopyObject() runtime.Object {
