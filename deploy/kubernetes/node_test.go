@@ -156,6 +156,14 @@ func TestDaemonSetOnRealNode(t *testing.T) {
 		}
 	})
 
+	t.Run("GOMEMLIMITReachesTheCollector", func(t *testing.T) {
+		// ~80% of the DaemonSet's 256Mi (see daemonset.yaml).
+		environ := n.exec(t, ctx, "cat", "/proc/1/environ")
+		if !strings.Contains("\x00"+environ, "\x00GOMEMLIMIT=200MiB\x00") {
+			t.Errorf("the collector's environment has no GOMEMLIMIT=200MiB: %q", environ)
+		}
+	})
+
 	t.Run("PodsIsReadOnly", func(t *testing.T) {
 		out, err := n.c.Kubectl(ctx, nil, "exec", "-n", lab.CollectorNamespace, n.col.Pod, "--", "touch", "/pods/written-by-the-collector")
 		if err == nil || !strings.Contains(err.Error(), "Read-only file system") {
@@ -274,9 +282,16 @@ func TestDaemonSetOnRealNode(t *testing.T) {
 		}
 		n.col = col
 		n.waitLines(t, ctx, line("unknown", "legacy", "emulated-vm"))
-		failures, err := col.Lines(ctx, "kubevirt_vmi_hypervisor_detection_failures_total")
-		if err != nil || !slices.ContainsFunc(failures, func(l string) bool { return strings.Contains(l, `reason="libvirt_unreachable"`) }) {
-			t.Errorf("failure counters %q (%v), want libvirt_unreachable", failures, err)
+		// The receiver's own metrics follow a change within a second (README).
+		soon, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		var failures []string
+		err = testenv.Poll(soon, 100*time.Millisecond, func() (bool, error) {
+			failures, err = col.Lines(soon, "kubevirt_vmi_hypervisor_detection_failures_total")
+			return err == nil && slices.ContainsFunc(failures, func(l string) bool { return strings.Contains(l, `reason="libvirt_unreachable"`) }), nil
+		})
+		if err != nil {
+			t.Errorf("failure counters %q (%v), want libvirt_unreachable within 5s", failures, err)
 		}
 
 		// Back to the shipped DaemonSet: detection works again.
