@@ -33,6 +33,11 @@ func TestLabAsMakeRunsIt(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	release, err := cluster.HoldHost(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
 	before, err := cluster.ReadHostState()
 	if err != nil {
 		t.Fatal(err)

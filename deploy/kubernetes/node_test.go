@@ -62,6 +62,11 @@ func startRealNode(t *testing.T) *realNode {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
+	release, err := cluster.HoldHost(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
 	before, err := cluster.ReadHostState()
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +76,7 @@ func startRealNode(t *testing.T) *realNode {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		// Registered first, so it runs last: after Stop, nothing of the node is left.
+		// Registered before Stop's, so it runs after it: nothing of the node is left.
 		left, err := before.Leftovers()
 		if err != nil || len(left) > 0 {
 			t.Errorf("the stopped node left on the host (%v):\n  %s", err, strings.Join(left, "\n  "))

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,13 +12,28 @@ import (
 
 // HostState is what a node could leave behind on the host, read at one moment:
 // taken before Start and compared after Stop (or after its owner died and the
-// watchdog ran), it tells whether the teardown removed everything.
+// watchdog ran), it tells whether the teardown removed everything. Another node
+// coming or going in between would spoil the comparison: hold HoldHost throughout.
 type HostState struct {
 	iptables []string // rules and chains of every table, counters left out
 	links    []string
 	mounts   []string // mount points
 	sysctls  map[string]string
 	kubelet  bool // whether /var/lib/kubelet exists
+}
+
+// hostLockPath is held by a test comparing the host before and after a node, so that
+// only one such test runs at a time on the machine.
+const hostLockPath = "/run/lock/otelcol-kubevirt-host.lock"
+
+// HoldHost waits until no other holder compares the host's state, then holds that
+// right until release is called.
+func HoldHost(ctx context.Context) (release func(), err error) {
+	f, err := lockWait(ctx, hostLockPath, func() {})
+	if err != nil {
+		return nil, err
+	}
+	return func() { f.Close() }, nil
 }
 
 // ReadHostState reads the host's state as Leftovers compares it.
