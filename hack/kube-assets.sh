@@ -43,8 +43,9 @@ fi
 pinned() {
 	local out
 	if [[ "$(basename "$1")" == kubectl ]]; then
-		out="$("$1" version --client 2>/dev/null | head -n 1)" || return 1
-		[[ "${out}" == "Client Version: ${k8s_version}" ]]
+		# Its first line; not through head, which would make the pipe fail.
+		out="$("$1" version --client 2>/dev/null)" || return 1
+		[[ "${out%%$'\n'*}" == "Client Version: ${k8s_version}" ]]
 	else
 		out="$("$1" --version 2>/dev/null)" || return 1
 		[[ "${out}" == "Kubernetes ${k8s_version}" ]]

@@ -27,8 +27,8 @@ assets_dir="${PROMETHEUS_ASSETS_DIR:-${XDG_CACHE_HOME:-${HOME}/.cache}/otelcol-k
 
 pinned() {
 	local out
-	out="$("$1" --version 2>/dev/null | head -n 1)" || return 1
-	[[ "${out}" == "prometheus, version ${version#v} "* ]]
+	out="$("$1" --version 2>/dev/null)" || return 1
+	[[ "${out%%$'\n'*}" == "prometheus, version ${version#v} "* ]]
 }
 
 build_tools "${assets_dir}" "${tools_dir}" pinned -tags "remove_all_sd enable_kubernetes_sd" \

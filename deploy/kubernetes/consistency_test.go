@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -128,8 +129,7 @@ func TestDaemonSet(t *testing.T) {
 // TestDaemonSetRunsTheConfigMap checks the DaemonSet against the config it runs: the
 // file it passes is the ConfigMap's, every ${env:X} without a default is set,
 // pods_dir is the /pods mount and short enough, the Prometheus port is the one the
-// container and the Service expose, and the memory limit leaves room above the
-// memory_limiter.
+// container and the Service expose, and GOMEMLIMIT follows the memory limit.
 func TestDaemonSetRunsTheConfigMap(t *testing.T) {
 	ms := loadManifests(t)
 	var ds appsv1.DaemonSet
@@ -172,11 +172,6 @@ func TestDaemonSetRunsTheConfigMap(t *testing.T) {
 				} `json:"libvirt"`
 			} `json:"kubevirt"`
 		} `json:"receivers"`
-		Processors struct {
-			MemoryLimiter struct {
-				LimitMiB int64 `json:"limit_mib"`
-			} `json:"memory_limiter"`
-		} `json:"processors"`
 		Exporters struct {
 			Prometheus struct {
 				Endpoint string `json:"endpoint"`
@@ -221,9 +216,18 @@ func TestDaemonSetRunsTheConfigMap(t *testing.T) {
 		t.Errorf("Service selector %v does not select the DaemonSet's pods %v", svc.Spec.Selector, ds.Spec.Template.Labels)
 	}
 
+	// GOMEMLIMIT: 70-90% of the memory limit, in MiB.
 	limit := c.Resources.Limits[corev1.ResourceMemory]
-	if limitMiB := limit.Value() >> 20; cfg.Processors.MemoryLimiter.LimitMiB == 0 || cfg.Processors.MemoryLimiter.LimitMiB >= limitMiB {
-		t.Errorf("memory_limiter limit_mib %d must be set and below the container's memory limit (%d MiB)", cfg.Processors.MemoryLimiter.LimitMiB, limitMiB)
+	goMemLimit := env(c, "GOMEMLIMIT")
+	if goMemLimit == nil {
+		t.Fatal("no GOMEMLIMIT")
+	}
+	mib, err := strconv.ParseInt(strings.TrimSuffix(goMemLimit.Value, "MiB"), 10, 64)
+	if err != nil || !strings.HasSuffix(goMemLimit.Value, "MiB") {
+		t.Fatalf("GOMEMLIMIT = %q, want <n>MiB", goMemLimit.Value)
+	}
+	if share := float64(mib<<20) / float64(limit.Value()); share < 0.7 || share > 0.9 {
+		t.Errorf("GOMEMLIMIT is %d MiB, %.0f%% of the %s memory limit; want 70-90%%", mib, 100*share, limit.String())
 	}
 }
 

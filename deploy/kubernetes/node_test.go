@@ -62,10 +62,26 @@ func startRealNode(t *testing.T) *realNode {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
+	release, err := cluster.HoldHost(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
+	before, err := cluster.ReadHostState()
+	if err != nil {
+		t.Fatal(err)
+	}
 	c, err := cluster.Start(ctx, cluster.Options{Images: images, Progress: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		// Registered before Stop's, so it runs after it: nothing of the node is left.
+		left, err := before.Leftovers()
+		if err != nil || len(left) > 0 {
+			t.Errorf("the stopped node left on the host (%v):\n  %s", err, strings.Join(left, "\n  "))
+		}
+	})
 	t.Cleanup(func() {
 		if t.Failed() {
 			out, _ := c.Kubectl(context.Background(), nil, "get", "pods,vmi", "-A", "-o", "wide")
@@ -145,6 +161,14 @@ func TestDaemonSetOnRealNode(t *testing.T) {
 		}
 	})
 
+	t.Run("GOMEMLIMITReachesTheCollector", func(t *testing.T) {
+		// ~80% of the DaemonSet's 256Mi (see daemonset.yaml).
+		environ := n.exec(t, ctx, "cat", "/proc/1/environ")
+		if !strings.Contains("\x00"+environ, "\x00GOMEMLIMIT=200MiB\x00") {
+			t.Errorf("the collector's environment has no GOMEMLIMIT=200MiB: %q", environ)
+		}
+	})
+
 	t.Run("PodsIsReadOnly", func(t *testing.T) {
 		out, err := n.c.Kubectl(ctx, nil, "exec", "-n", lab.CollectorNamespace, n.col.Pod, "--", "touch", "/pods/written-by-the-collector")
 		if err == nil || !strings.Contains(err.Error(), "Read-only file system") {
@@ -218,9 +242,10 @@ func TestDaemonSetOnRealNode(t *testing.T) {
 
 	t.Run("StoppedGuestSucceedsAndGoes", func(t *testing.T) {
 		pod := n.launcher(t, ctx, "default", "another-vm")
-		n.kubectl(t, ctx, "exec", "-n", "default", pod.Name, "--", "virsh", "-c",
-			"qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock", "destroy", "default_another-vm")
+		n.kubectl(t, ctx, "exec", "-n", "default", pod.Name, "--", "virsh", "destroy", "default_another-vm")
+		destroyed := time.Now()
 		n.waitLines(t, ctx, line(accelerated, "default", "my-vm"), line("qemu-tcg", "legacy", "emulated-vm"))
+		t.Logf("line gone %s after the guest was destroyed", time.Since(destroyed).Round(time.Millisecond))
 		err := testenv.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
 			out, err := n.c.Kubectl(ctx, nil, "get", "vmi", "-n", "default", "another-vm", "-o", "jsonpath={.status.phase}")
 			return err == nil && string(out) == "Succeeded", nil
@@ -262,9 +287,16 @@ func TestDaemonSetOnRealNode(t *testing.T) {
 		}
 		n.col = col
 		n.waitLines(t, ctx, line("unknown", "legacy", "emulated-vm"))
-		failures, err := col.Lines(ctx, "kubevirt_vmi_hypervisor_detection_failures_total")
-		if err != nil || !slices.ContainsFunc(failures, func(l string) bool { return strings.Contains(l, `reason="libvirt_unreachable"`) }) {
-			t.Errorf("failure counters %q (%v), want libvirt_unreachable", failures, err)
+		// The receiver's own metrics follow a change within a second (README).
+		soon, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		var failures []string
+		err = testenv.Poll(soon, 100*time.Millisecond, func() (bool, error) {
+			failures, err = col.Lines(soon, "kubevirt_vmi_hypervisor_detection_failures_total")
+			return err == nil && slices.ContainsFunc(failures, func(l string) bool { return strings.Contains(l, `reason="libvirt_unreachable"`) }), nil
+		})
+		if err != nil {
+			t.Errorf("failure counters %q (%v), want libvirt_unreachable within 5s", failures, err)
 		}
 
 		// Back to the shipped DaemonSet: detection works again.

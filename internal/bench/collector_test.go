@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,16 +56,31 @@ func collectorFor(b *testing.B, key string, start func() (*collector, error)) *c
 
 // startCollector runs the built collector with a configuration derived from the
 // shipped one (see benchConfig), watching node of c with libvirt at uri.
-func startCollector(c *cluster, node, uri string, p pipeline) (*collector, error) {
+func startCollector(c *cluster, node, uri string) (*collector, error) {
+	bin, err := collectorBin()
+	if err != nil {
+		return nil, err
+	}
+	return startCollectorWith(c, node, map[string]any{"source": "uri", "uri": uri}, bin)
+}
+
+// collectorBin is the built collector, $OTELCOL_KUBEVIRT_BIN.
+func collectorBin() (string, error) {
 	bin := os.Getenv(testenv.CollectorBinEnv)
 	if bin == "" {
-		return nil, skipError{fmt.Errorf("%s is not set; `make bench` builds the collector and sets it", testenv.CollectorBinEnv)}
+		return "", skipError{fmt.Errorf("%s is not set; `make bench` builds the collector and sets it", testenv.CollectorBinEnv)}
 	}
+	return bin, nil
+}
+
+// startCollectorWith is startCollector with the receiver's libvirt settings and the
+// collector binary bin.
+func startCollectorWith(c *cluster, node string, libvirt map[string]any, bin string) (*collector, error) {
 	dir, err := tempDir()
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := benchConfig(dir, p)
+	cfg, err := benchConfig(dir, libvirt)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +88,7 @@ func startCollector(c *cluster, node, uri string, p pipeline) (*collector, error
 	defer cancel()
 	col, err := testenv.StartCollector(ctx, testenv.CollectorOptions{
 		Bin: bin, Config: cfg, Dir: dir,
-		Env: []string{"K8S_NODE_NAME=" + node, "KUBECONFIG=" + c.api.KubeconfigPath, "LIBVIRT_URI=" + uri},
+		Env: []string{"K8S_NODE_NAME=" + node, "KUBECONFIG=" + c.api.KubeconfigPath},
 	})
 	if err != nil {
 		return nil, err
@@ -82,28 +96,15 @@ func startCollector(c *cluster, node, uri string, p pipeline) (*collector, error
 	return &collector{Collector: col, pid: col.PID()}, nil
 }
 
-// pipeline says which processors of the shipped pipeline a benchmark keeps.
-type pipeline string
-
-const (
-	// shipped keeps them all: memory_limiter and batch.
-	shipped pipeline = "shipped"
-	// noBatch drops the batch processor, to show what it adds to the latency.
-	noBatch pipeline = "nobatch"
-	// bare drops every processor: the receiver straight into the Prometheus exporter,
-	// to show what the processors' timers cost an idle collector.
-	bare pipeline = "bare"
-)
-
 // benchConfig writes the shipped collector configuration with what the benchmarks
-// need changed, and returns its path. Everything else (the batch processor's 200ms
-// timeout, memory_limiter, the Prometheus exporter's settings, collection_interval)
-// stays as shipped, so that a change there shows up in the figures:
+// need changed, and returns its path. Everything else (the pipeline, the Prometheus
+// exporter's settings, collection_interval) stays as shipped, so that a change there
+// shows up in the figures:
 //
-//   - libvirt.source "uri" at $LIBVIRT_URI: one test-driver node for all VMIs;
-//   - auth_type kubeConfig: the API server is the harness's, reached via $KUBECONFIG;
-//   - the processors p leaves out.
-func benchConfig(dir string, p pipeline) (string, error) {
+//   - libvirt as given: source "uri" with one libvirt (a test-driver node, or a
+//     libvirtd with real guests) for all VMIs, or source "launcher" with a pods_dir;
+//   - auth_type kubeConfig: the API server is the harness's, reached via $KUBECONFIG.
+func benchConfig(dir string, libvirt map[string]any) (string, error) {
 	shipped, err := os.ReadFile(filepath.Join(repoRoot(), testenv.ShippedConfig))
 	if err != nil {
 		return "", err
@@ -117,27 +118,29 @@ func benchConfig(dir string, p pipeline) (string, error) {
 		return "", errors.New("shipped config has no receivers::kubevirt")
 	}
 	rcv["auth_type"] = "kubeConfig"
-	rcv["libvirt"] = map[string]any{"source": "uri", "uri": "${env:LIBVIRT_URI}"}
-	metrics, ok := dig(cfg, "service", "pipelines", "metrics")
-	if !ok {
-		return "", errors.New("shipped config has no service::pipelines::metrics")
-	}
-	procs, _ := metrics["processors"].([]any)
-	if !slices.Contains(procs, any("batch")) {
-		return "", fmt.Errorf("shipped pipeline has no batch processor (processors %v): revisit the benchmark", procs)
-	}
-	switch p {
-	case noBatch:
-		metrics["processors"] = slices.DeleteFunc(procs, func(p any) bool { return p == "batch" })
-	case bare:
-		delete(metrics, "processors")
-	}
+	rcv["libvirt"] = libvirt
 	out, err := yaml.Marshal(cfg)
 	if err != nil {
 		return "", err
 	}
-	path := filepath.Join(dir, string(p)+".yaml")
+	path := filepath.Join(dir, "shipped.yaml")
 	return path, os.WriteFile(path, out, 0o600)
+}
+
+// shippedCollectionInterval is the receiver's collection_interval in the shipped
+// configuration.
+func shippedCollectionInterval() (time.Duration, error) {
+	shipped, err := os.ReadFile(filepath.Join(repoRoot(), testenv.ShippedConfig))
+	if err != nil {
+		return 0, err
+	}
+	var cfg map[string]any
+	if err := yaml.Unmarshal(shipped, &cfg); err != nil {
+		return 0, err
+	}
+	rcv, _ := dig(cfg, "receivers", "kubevirt")
+	s, _ := rcv["collection_interval"].(string)
+	return time.ParseDuration(s)
 }
 
 // dig returns the map at path in cfg.

@@ -8,16 +8,16 @@ import (
 
 	"libvirt.org/go/libvirt"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/domain"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/launcher"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/libvirtconn"
 )
 
 // detectTimeout is the receiver's default libvirt.timeout.
 const detectTimeout = 5 * time.Second
 
 // BenchmarkDetect measures one detection the way the receiver's worker runs it: the
-// domain's live XML through the real libvirt client (internal/domain: lookup, is-active
+// domain's live XML through the real libvirt client (internal/libvirtconn: lookup, is-active
 // and XML calls over one reused connection, each call bounded by a timeout) and
 // hypervisor.Detect on it. One op is one detection; the domains are visited in turn.
 // Run with -benchtime=Nx for N samples per percentile.
@@ -77,7 +77,7 @@ func testDriverWith(b *testing.B, set string, n int) string {
 // the type every domain must have.
 func benchDetect(b *testing.B, uri string, names []string, want hypervisor.Type) {
 	ctx := context.Background()
-	c := domain.NewClient(uri, detectTimeout, domain.Handlers{})
+	c := libvirtconn.New(uri, detectTimeout, libvirtconn.Handlers{})
 	defer c.Close()
 	// Connecting (and, for the test driver, parsing its node file) is paid once per
 	// receiver, not per detection.

@@ -73,7 +73,7 @@ func (c *cluster) vmis(ns string) dynamic.ResourceInterface {
 func (c *cluster) createVMIs(ctx context.Context, set string, first, last int, node, phase string) error {
 	return parallel(last-first, 32, func(k int) error {
 		ns, name := setVMI(set, first+k)
-		_, err := c.vmis(ns).Create(ctx, realisticVMI(ns, name, node, phase), metav1.CreateOptions{})
+		_, err := c.vmis(ns).Create(ctx, realisticVMI(ns, name, node, phase, newUID()), metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
 			return nil
 		}
@@ -93,9 +93,9 @@ func setDomain(set string, i int) string {
 	return ns + "_" + name
 }
 
-// realisticVMI is a VMI as KubeVirt leaves it once running on node, give or take.
-func realisticVMI(ns, name, node, phase string) *unstructured.Unstructured {
-	podUID := newUID()
+// realisticVMI is a VMI as KubeVirt leaves it once running on node, give or take, its
+// launcher pod podUID.
+func realisticVMI(ns, name, node, phase, podUID string) *unstructured.Unstructured {
 	return &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "kubevirt.io/v1",
 		"kind":       "VirtualMachineInstance",

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,7 +20,6 @@ import (
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
-	"k8s.io/client-go/dynamic"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/kube"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
@@ -93,7 +94,7 @@ func receiverHeap(b *testing.B, c *cluster, uri, node string, n int) float64 {
 	cfg.AuthType = kube.AuthKubeConfig
 	cfg.Libvirt.Source = kubevirtreceiver.SourceURI
 	cfg.Libvirt.URI = uri
-	var counter seriesCounter
+	counter := newSeriesCounter(n) // before base: the counter's own memory is not the receiver's
 	next, err := consumer.NewMetrics(counter.consume)
 	if err != nil {
 		b.Fatal(err)
@@ -109,7 +110,7 @@ func receiverHeap(b *testing.B, c *cluster, uri, node string, n int) float64 {
 		b.Fatal(err)
 	}
 	defer shutdown(b, rcv)
-	waitFor(b, fmt.Sprintf("%d series", n), 10*time.Minute, func() bool { return counter.live.Load() == int64(n) })
+	waitFor(b, fmt.Sprintf("%d series", n), 10*time.Minute, func() bool { return counter.live() == n })
 	b.ReportMetric(time.Since(start).Seconds(), "all-series-s")
 	heap := liveHeap()
 	writeHeapProfile(b, fmt.Sprintf("receiver-%d", n))
@@ -126,19 +127,17 @@ func shutdown(b *testing.B, rcv receiver.Metrics) {
 // watcherHeap starts a VMI watcher for node, waits until it holds all n VMIs, and
 // returns its live heap per VMI.
 func watcherHeap(b *testing.B, c *cluster, node string, n int) float64 {
-	client, err := dynamic.NewForConfig(c.api.Config)
-	if err != nil {
-		b.Fatal(err)
-	}
+	var added atomic.Int64
 	base := liveHeap()
-	w, err := vmi.NewWatcher(client, node, zap.NewNop(), vmi.WatcherHandlers{Changed: func(string) {}})
+	w, err := vmi.NewWatcher(c.api.Config, node, zap.NewNop(), vmi.WatcherHandlers{Changed: func(string) { added.Add(1) }})
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.Start(ctx)
 	defer func() { cancel(); w.Shutdown() }()
-	waitFor(b, fmt.Sprintf("%d VMIs in the cache", n), 10*time.Minute, func() bool { return w.HasSynced() && len(w.List()) == n })
+	// Each VMI is reported once as it enters the cache, and nothing changes them.
+	waitFor(b, fmt.Sprintf("%d VMIs in the cache", n), 10*time.Minute, func() bool { return w.Health().Synced && added.Load() == int64(n) })
 	heap := liveHeap()
 	writeHeapProfile(b, fmt.Sprintf("watcher-%d", n))
 	return float64(heap-base) / float64(n)
@@ -179,33 +178,46 @@ func liveHeap() uint64 {
 	return m.HeapAlloc
 }
 
-// seriesCounter consumes the receiver's batches and keeps the number of live
-// hypervisor series in the latest one: every batch carries the whole current set.
+// seriesCounter consumes the receiver's batches and follows which VMIs of the set
+// (numbered as setVMI numbers them) have a live hypervisor series: a batch carries
+// what changed, or everything.
 type seriesCounter struct {
-	live atomic.Int64
+	mu  sync.Mutex
+	has []bool
+	n   int
+}
+
+func newSeriesCounter(n int) *seriesCounter { return &seriesCounter{has: make([]bool, n)} }
+
+func (s *seriesCounter) live() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n
 }
 
 func (s *seriesCounter) consume(_ context.Context, md pmetric.Metrics) error {
-	var n int64
-	rms := md.ResourceMetrics()
-	for i := range rms.Len() {
-		sms := rms.At(i).ScopeMetrics()
-		for j := range sms.Len() {
-			ms := sms.At(j).Metrics()
-			for k := range ms.Len() {
-				if ms.At(k).Name() != "kubevirt.vmi.hypervisor.info" {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, rm := range md.ResourceMetrics().All() {
+		for _, sm := range rm.ScopeMetrics().All() {
+			for _, m := range sm.Metrics().All() {
+				if m.Name() != "kubevirt.vmi.hypervisor.info" {
 					continue
 				}
-				dps := ms.At(k).Gauge().DataPoints()
-				for l := range dps.Len() {
-					if !dps.At(l).Flags().NoRecordedValue() {
-						n++
+				for _, dp := range m.Gauge().DataPoints().All() {
+					name, _ := dp.Attributes().Get("name")
+					i, err := strconv.Atoi(name.Str()[strings.LastIndexByte(name.Str(), '-')+1:])
+					if err != nil || i >= len(s.has) {
+						return fmt.Errorf("series of an unknown VMI %q", name.Str())
+					}
+					if live := !dp.Flags().NoRecordedValue(); live != s.has[i] {
+						s.has[i] = live
+						s.n += map[bool]int{true: 1, false: -1}[live]
 					}
 				}
 			}
 		}
 	}
-	s.live.Store(n)
 	return nil
 }
 

@@ -86,15 +86,36 @@ func cpuTimeTicks(pid int) (time.Duration, error) {
 
 // rssBytes returns the resident set size of process pid.
 func rssBytes(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	status, err := procStatus(pid)
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb * 1024, err
-		}
+	rss, ok := status["VmRSS"]
+	if !ok {
+		return 0, fmt.Errorf("no VmRSS for %d", pid)
 	}
-	return 0, fmt.Errorf("no VmRSS for %d", pid)
+	return rss, nil
+}
+
+// procStatus returns the kB fields of /proc/<pid>/status (VmRSS, RssAnon, RssFile,
+// ...), in bytes.
+func procStatus(pid int) (map[string]int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, v, ok := strings.Cut(line, ":")
+		v, isKB := strings.CutSuffix(strings.TrimSpace(v), " kB")
+		if !ok || !isKB {
+			continue
+		}
+		kb, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("/proc/%d/status: %s: %w", pid, name, err)
+		}
+		out[name] = kb * 1024
+	}
+	return out, nil
 }

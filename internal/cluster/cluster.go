@@ -30,6 +30,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -195,16 +196,32 @@ func (o *Options) complete() error {
 // the cgroup, the veth and /var/lib/kubelet. It waits for another node to stop, until
 // ctx ends.
 func (c *Cluster) takeLock(ctx context.Context) error {
-	f, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := lockWait(ctx, lockPath, func() {
+		c.progress("another node runs on this machine (%s is locked; `make stop` stops the lab's): waiting", lockPath)
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("cluster: another node is running on this machine: %w", err)
 	}
-	waiting := false
-	err = poll(ctx, time.Second, func() (bool, error) {
+	c.lock = f
+	return nil
+}
+
+// lockWait takes an exclusive flock on path, calling waiting once if it has to wait,
+// and returns the file holding it: closing it releases the lock.
+func lockWait(ctx context.Context, path string, waiting func()) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	first := true
+	err = wait.PollUntilContextCancel(ctx, time.Second, true, func(context.Context) (bool, error) {
 		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-			if !waiting {
-				c.progress("another node runs on this machine (%s is locked; `make stop` stops the lab's): waiting", lockPath)
-				waiting = true
+			if first {
+				waiting()
+				first = false
 			}
 			return false, nil
 		}
@@ -212,10 +229,9 @@ func (c *Cluster) takeLock(ctx context.Context) error {
 	})
 	if err != nil {
 		f.Close()
-		return fmt.Errorf("cluster: another node is running on this machine (%s is locked): %w", lockPath, err)
+		return nil, fmt.Errorf("%s is locked: %w", path, err)
 	}
-	c.lock = f
-	return nil
+	return f, nil
 }
 
 // startWatchdog prepares what teardown.sh undoes and starts the watchdog that runs
@@ -346,7 +362,7 @@ func (c *Cluster) connect() error {
 // waitFor polls cond until it holds, failing early, with its log, when a daemon of
 // the node exits.
 func (c *Cluster) waitFor(ctx context.Context, what string, cond func() (bool, error)) error {
-	err := poll(ctx, 100*time.Millisecond, func() (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 		for _, p := range c.procs {
 			if p.exited() {
 				return false, fmt.Errorf("%s exited: %v%s", p.name, p.err, tail(p.logPath))

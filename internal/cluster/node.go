@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // The node is a mount and a network namespace of its own, like a small VM sharing
@@ -161,7 +163,7 @@ func (c *Cluster) startHolder(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	err = poll(ctx, 10*time.Millisecond, func() (bool, error) {
+	err = wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, func(context.Context) (bool, error) {
 		if p.exited() {
 			return false, fmt.Errorf("unshare exited: %v%s", p.err, tail(p.logPath))
 		}
@@ -234,23 +236,6 @@ func run(ctx context.Context, command string, args ...string) error {
 		return fmt.Errorf("%s %s: %w: %s", command, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
-}
-
-// poll calls cond every interval until it returns true or an error, or ctx ends.
-func poll(ctx context.Context, interval time.Duration, cond func() (bool, error)) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		ok, err := cond()
-		if err != nil || ok {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
 }
 
 // tail returns the last lines of a log, for error messages.

@@ -26,7 +26,7 @@ func TestSeveralRetractionsInOneBatchAllVanish(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	s := startSink(ctx, t, bin)
+	s := startSink(ctx, t)
 	names := []string{"first", "second", "third", "fourth"}
 	var want []string
 	for _, name := range names {
@@ -39,7 +39,11 @@ func TestSeveralRetractionsInOneBatchAllVanish(t *testing.T) {
 	})
 	waitForLines(ctx, t, col, want...)
 	// The OTLP connection is up: later exports wait for an answer rather than fail fast.
-	waitForBatch(ctx, t, s, "the four live points", func(b batch) bool { return len(b) == 4 })
+	var live []otlpPoint
+	for _, name := range names {
+		live = append(live, wantOTLPPoint("qemu-tcg", "default", name, false))
+	}
+	waitForPoints(ctx, t, s, "the four live points", live...)
 
 	s.freeze(t)
 	// The first removal is emitted alone. Once its line is gone the Prometheus exporter

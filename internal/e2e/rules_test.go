@@ -10,9 +10,10 @@ import (
 const rulesDir = "deploy/prometheus"
 
 // TestAlertRules runs `promtool check rules` on the shipped rule file and `promtool
-// test rules` on its test file, which holds the alerts' scenarios (fires after 10 and
-// 30 minutes, not before, not for VMs that stop or get detected in time) and the
-// README's PromQL examples.
+// test rules` on its test file, which holds the alerts' scenarios (each fires after its
+// period, not before, not for VMs that stop or get detected in time; each emulated VM
+// gets the one emulation alert its node's kube-state-metrics allocatable calls for) and
+// the README's PromQL examples.
 func TestAlertRules(t *testing.T) {
 	bin := promtool(t)
 	for _, args := range [][]string{

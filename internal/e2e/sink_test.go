@@ -19,8 +19,14 @@ import (
 // otelMetric is the receiver's metric as OTLP carries it.
 const otelMetric = "kubevirt.vmi.hypervisor.info"
 
-// sink is a second instance of the collector binary that receives OTLP/gRPC and writes
-// every request to a file (testdata/otlp-sink.yaml).
+// testCollectorBinEnv names the environment variable that points tests at the test
+// distribution (builder-config-test.yaml); `make test` sets it to
+// bin/otelcol-kubevirt-test.
+const testCollectorBinEnv = "OTELCOL_KUBEVIRT_TEST_BIN"
+
+// sink is an instance of the test distribution, the collector plus the OTLP receiver
+// and the file exporter, that receives OTLP/gRPC and writes every request to a file
+// (testdata/otlp-sink.yaml).
 type sink struct {
 	col *testenv.Collector
 	// Endpoint is where it takes OTLP/gRPC, host:port.
@@ -28,8 +34,12 @@ type sink struct {
 	file     string
 }
 
-func startSink(ctx context.Context, t *testing.T, bin string) *sink {
+func startSink(ctx context.Context, t *testing.T) *sink {
 	t.Helper()
+	bin := os.Getenv(testCollectorBinEnv)
+	if bin == "" {
+		t.Skipf("skipping: %s is not set; `make test` builds the test distribution and sets it", testCollectorBinEnv)
+	}
 	port, err := testenv.FreePort()
 	if err != nil {
 		t.Fatal(err)

@@ -66,10 +66,3 @@ func (h *Histogram) AppendTo(metrics pmetric.MetricSlice, name, desc string, now
 	dp.ExplicitBounds().FromRaw(h.bounds)
 	dp.BucketCounts().FromRaw(h.counts)
 }
-
-// Count is the number of observations so far.
-func (h *Histogram) Count() uint64 {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.count
-}

@@ -57,8 +57,18 @@ type domainStatus struct {
 // virDomainGetXMLDesc returns it) or the <domstatus> wrapper libvirt writes to its state
 // directory. Unparsable XML yields Unknown and an error saying why; a domain whose type
 // is missing or unsupported yields Unknown and no error, with DomainType telling what
-// was found.
+// was found. A status file's <domain> is decoded without decoding what comes before it
+// (statusfile.go), with the same result and error as decoding the whole document.
 func Detect(domainXML string) (Detection, error) {
+	if det, ok, err := detectStatusFile(domainXML); ok {
+		return det, err
+	}
+	return detectFull(domainXML)
+}
+
+// detectFull is Detect by decoding the whole document. Detect's fast path for status
+// files must give the same result and error on every input (FuzzDetectFastEqualsFull).
+func detectFull(domainXML string) (Detection, error) {
 	root, err := rootElement(domainXML)
 	if err != nil {
 		return Detection{Type: Unknown}, err

@@ -14,20 +14,32 @@ import (
 func BenchmarkDetect(b *testing.B) {
 	for _, seed := range []string{"libvirt-live-kvm", "libvirt-status-kvm", "kubevirt-kvm", "kubevirt-status-root"} {
 		doc := corpusSeed(b, seed)
-		b.Run(seed, func(b *testing.B) {
-			b.SetBytes(int64(len(doc)))
-			b.ReportAllocs()
-			for b.Loop() {
-				if d, err := Detect(doc); err != nil || d.Type != KVM {
-					b.Fatalf("Detect = %v, %v", d, err)
-				}
-			}
-		})
+		b.Run(seed, func(b *testing.B) { benchDetect(b, Detect, doc) })
+	}
+}
+
+// BenchmarkDetectFullDecode measures, on the status files, what Detect costs without
+// its fast path: decoding all of <domstatus>. A status file the fast path leaves to the
+// full decode costs that and the scan before it.
+func BenchmarkDetectFullDecode(b *testing.B) {
+	for _, seed := range []string{"libvirt-status-kvm", "kubevirt-status-root"} {
+		doc := corpusSeed(b, seed)
+		b.Run(seed, func(b *testing.B) { benchDetect(b, detectFull, doc) })
+	}
+}
+
+func benchDetect(b *testing.B, detect func(string) (Detection, error), doc string) {
+	b.SetBytes(int64(len(doc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if d, err := detect(doc); err != nil || d.Type != KVM {
+			b.Fatalf("Detect = %v, %v", d, err)
+		}
 	}
 }
 
 // corpusSeed reads a string seed of FuzzDetect's corpus.
-func corpusSeed(b *testing.B, name string) string {
+func corpusSeed(b testing.TB, name string) string {
 	data, err := os.ReadFile("testdata/fuzz/FuzzDetect/" + name)
 	if err != nil {
 		b.Fatal(err)

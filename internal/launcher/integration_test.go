@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"go.uber.org/zap"
 	"libvirt.org/go/libvirt"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
@@ -34,7 +34,7 @@ func TestLaunchersOnANode(t *testing.T) {
 	defer cancel()
 
 	if launcher.MaxPodsDirLen != testenv.MaxPodsDirLen || launcher.VolumeRelPath != testenv.LauncherVolumeRelPath ||
-		launcher.SocketName != testenv.LauncherSocketName {
+		launcher.VirtqemudSocket != testenv.LauncherSocketName {
 		t.Fatalf("launcher and testenv disagree on the kubelet layout")
 	}
 
@@ -63,19 +63,13 @@ func TestLaunchersOnANode(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		// What the receiver has: the slim view of the VMI as the API server serves it.
-		u, err := api.Dynamic.Resource(testenv.VMIResource).Namespace(v.ns).Get(ctx, v.name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		slim := vmi.FromUnstructured(u)
-		ls, err := launcher.Find(node.PodsDir(), node.Name(), launcher.VMI{
-			Namespace: slim.Namespace, Name: slim.Name, ActivePods: slim.ActivePods, RuntimeUser: slim.RuntimeUser,
-		})
+		// What the receiver has: the slim view of the VMI from its watch.
+		slim := watchedVMI(ctx, t, api, node.Name(), vmi.Key(v.ns, v.name))
+		ls, err := launcher.Find(node.PodsDir(), node.Name(), slim)
 		if err != nil {
 			t.Fatalf("Find(%s/%s): %v", v.ns, v.name, err)
 		}
-		if len(ls) != 1 || ls[0].PodUID != pod.PodUID || ls[0].Socket != pod.SocketPath() {
+		if len(ls) != 1 || ls[0].Socket != pod.SocketPath() {
 			t.Fatalf("Find(%s/%s) = %+v, want pod %s with socket %s", v.ns, v.name, ls, pod.PodUID, pod.SocketPath())
 		}
 		l := ls[0]
@@ -107,6 +101,27 @@ func TestLaunchersOnANode(t *testing.T) {
 		}
 		logStatusFile(t, l.StatusFile, doc)
 	}
+}
+
+// watchedVMI returns the VMI key as a watch of node's VMIs sees it, once it is there.
+func watchedVMI(ctx context.Context, t *testing.T, api *testenv.APIServer, node, key string) *vmi.VMI {
+	t.Helper()
+	w, err := vmi.NewWatcher(api.Config, node, zap.NewNop(), vmi.WatcherHandlers{Changed: func(string) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	w.Start(wctx)
+	defer func() { stop(); w.Shutdown() }()
+	var v *vmi.VMI
+	if err := testenv.Poll(ctx, 10*time.Millisecond, func() (bool, error) {
+		var ok bool
+		v, ok = w.Get(key)
+		return ok && v.Phase == vmi.PhaseRunning, nil
+	}); err != nil {
+		t.Fatalf("%s never Running in the watch: %v", key, err)
+	}
+	return v
 }
 
 // liveDomainXML fetches the running domain's XML over uri.
@@ -156,7 +171,7 @@ func TestFallbackURIAgainstSessionDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, err := launcher.Find(node.PodsDir(), node.Name(), launcher.VMI{
+	ls, err := launcher.Find(node.PodsDir(), node.Name(), &vmi.VMI{
 		Namespace: "default", Name: "mislabelled", ActivePods: map[string]string{pod.PodUID: node.Name()}, RuntimeUser: 0,
 	})
 	if err != nil {
@@ -186,7 +201,7 @@ func TestFallbackURIAgainstSessionDaemon(t *testing.T) {
 	}
 
 	// A socket that is not there (the pod is gone, or not up yet) is not a refusal.
-	missing, _ := launcher.URIs(filepath.Join(node.PodsDir(), "00000000-0000-4000-8000-000000000000", launcher.VolumeRelPath, launcher.SocketName))
+	missing, _ := launcher.URIs(filepath.Join(node.PodsDir(), "00000000-0000-4000-8000-000000000000", launcher.VolumeRelPath, launcher.VirtqemudSocket))
 	if _, err := libvirt.NewConnect(missing); err == nil || launcher.IsPathRefused(err) {
 		t.Errorf("connecting to a missing socket: err = %v, want an error that is no path refusal", err)
 	} else {
@@ -268,7 +283,7 @@ func TestMinimalPrivileges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, err := launcher.Find(node.PodsDir(), node.Name(), launcher.VMI{
+	ls, err := launcher.Find(node.PodsDir(), node.Name(), &vmi.VMI{
 		Namespace: "default", Name: "caps", ActivePods: map[string]string{pod.PodUID: node.Name()}, RuntimeUser: pod.RuntimeUser(),
 	})
 	if err != nil {

@@ -14,24 +14,26 @@
 //	<pods_dir>/<podUID>/volumes/kubernetes.io~empty-dir/libvirt-runtime/qemu/<ns>_<name>.xml      (root launcher)
 //
 // The pod UIDs come from the VMI's status.activePods (two during a migration), and
-// status.runtimeUser says whether the launcher's libvirt runs as root (0) or not.
+// status.runtimeUser says whether the launcher's libvirt runs as root (0) or not. The
+// domain is named <namespace>_<name> ([DomainName]).
 package launcher
 
 import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"strings"
+
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
 )
 
 const (
 	// VolumeRelPath is the launcher's libvirt-runtime emptyDir relative to its pod's
 	// directory under the kubelet pods directory.
 	VolumeRelPath = "volumes/kubernetes.io~empty-dir/libvirt-runtime"
-	// SocketName is the launcher libvirt's API socket in that emptyDir. virt-launcher
-	// runs virtqemud, whose default socket this is.
-	SocketName = "virtqemud-sock"
+	// VirtqemudSocket is the launcher libvirt's API socket in that emptyDir.
+	// virt-launcher runs virtqemud, whose default socket this is.
+	VirtqemudSocket = "virtqemud-sock"
 	// MaxSocketPath is the longest unix socket path libvirt can dial: sun_path holds
 	// 108 bytes and libvirt needs one for the terminating NUL.
 	MaxSocketPath = 107
@@ -40,7 +42,7 @@ const (
 	// MaxPodsDirLen is the longest pods_dir whose launcher sockets still fit:
 	// <pods_dir>/<36-byte UID>/volumes/kubernetes.io~empty-dir/libvirt-runtime/
 	// virtqemud-sock leaves 7 bytes. "/pods" (as virt-handler mounts it) fits.
-	MaxPodsDirLen = MaxSocketPath - (1 + PodUIDLen + 1 + len(VolumeRelPath) + 1 + len(SocketName))
+	MaxPodsDirLen = MaxSocketPath - (1 + PodUIDLen + 1 + len(VolumeRelPath) + 1 + len(VirtqemudSocket))
 )
 
 var (
@@ -52,21 +54,20 @@ var (
 	ErrSocketPathTooLong = errors.New("launcher socket path too long for a unix socket")
 )
 
-// VMI is what this package needs of a VirtualMachineInstance.
-type VMI struct {
-	// Namespace and Name of the VMI; the launcher's domain is <Namespace>_<Name>.
-	Namespace, Name string
-	// ActivePods is status.activePods: launcher pod UID -> node name.
-	ActivePods map[string]string
-	// RuntimeUser is status.runtimeUser: the uid the launcher's libvirt runs as, 107
-	// for KubeVirt's default non-root launchers, 0 for root ones (and when absent).
-	RuntimeUser int64
+// DomainName is the libvirt domain name KubeVirt's launcher gives the VMI
+// namespace/name.
+func DomainName(namespace, name string) string {
+	return namespace + "_" + name
+}
+
+// SplitDomainName turns a domain name back into the VMI's namespace and name.
+// Namespaces cannot contain '_', so the first one separates them.
+func SplitDomainName(domain string) (namespace, name string, ok bool) {
+	return strings.Cut(domain, "_")
 }
 
 // Launcher is one virt-launcher pod of a VMI on this node and where its libvirt is.
 type Launcher struct {
-	// PodUID is the launcher pod's UID, a key of the VMI's status.activePods.
-	PodUID string
 	// Domain is the libvirt domain name of the VMI, <namespace>_<name>.
 	Domain string
 	// RuntimeDir is the pod's libvirt-runtime emptyDir as seen through pods_dir.
@@ -91,35 +92,28 @@ type Launcher struct {
 // with a socket path too long for a unix socket it wraps [ErrSocketPathTooLong] and
 // tells the user to shorten pods_dir. Find looks at no file: a launcher whose socket
 // does not exist yet is the caller's to retry.
-func Find(podsDir, node string, v VMI) ([]Launcher, error) {
+func Find(podsDir, node string, v *vmi.VMI) ([]Launcher, error) {
 	if err := checkName("namespace", v.Namespace); err != nil {
 		return nil, err
 	}
 	if err := checkName("name", v.Name); err != nil {
 		return nil, err
 	}
-	var uids []string
-	for uid, n := range v.ActivePods {
-		if n == node {
-			uids = append(uids, uid)
-		}
-	}
+	uids := v.LauncherPods(node)
 	if len(uids) == 0 {
 		return nil, fmt.Errorf("VMI %s/%s: %w %q (status.activePods: %v)", v.Namespace, v.Name, ErrNoLauncher, node, v.ActivePods)
 	}
-	slices.Sort(uids)
-	domain := v.Namespace + "_" + v.Name
+	domain := DomainName(v.Namespace, v.Name)
 	launchers := make([]Launcher, 0, len(uids))
 	for _, uid := range uids {
 		if err := checkPodUID(uid); err != nil {
 			return nil, fmt.Errorf("VMI %s/%s: %w", v.Namespace, v.Name, err)
 		}
 		l := Launcher{
-			PodUID:     uid,
 			Domain:     domain,
 			RuntimeDir: filepath.Join(podsDir, uid, VolumeRelPath),
 		}
-		l.Socket = filepath.Join(l.RuntimeDir, SocketName)
+		l.Socket = filepath.Join(l.RuntimeDir, VirtqemudSocket)
 		if len(l.Socket) > MaxSocketPath {
 			return nil, fmt.Errorf("VMI %s/%s: %w: %s is %d bytes, a unix socket path allows at most %d; "+
 				"mount the host's kubelet pods directory at a shorter libvirt.pods_dir (at most %d bytes, e.g. /pods)",
@@ -151,7 +145,7 @@ func ValidatePodsDir(podsDir string) error {
 	}
 	clean := filepath.Clean(podsDir)
 	if len(clean) > MaxPodsDirLen {
-		example := filepath.Join(clean, strings.Repeat("0", PodUIDLen), VolumeRelPath, SocketName)
+		example := filepath.Join(clean, strings.Repeat("0", PodUIDLen), VolumeRelPath, VirtqemudSocket)
 		return fmt.Errorf("%s: %q is %d bytes, too long: launcher sockets below it such as %s would be %d bytes, "+
 			"and a unix socket path allows at most %d; mount the host's kubelet pods directory at a path of at most %d bytes, e.g. /pods",
 			key, podsDir, len(clean), example, len(example), MaxSocketPath, MaxPodsDirLen)

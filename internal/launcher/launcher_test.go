@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
 )
 
 const (
@@ -22,7 +24,7 @@ func TestMaxPodsDirLen(t *testing.T) {
 }
 
 func TestFindNonRootLauncher(t *testing.T) {
-	got, err := Find("/pods", "node-1", VMI{
+	got, err := Find("/pods", "node-1", &vmi.VMI{
 		Namespace:   "default",
 		Name:        "my-vm",
 		ActivePods:  map[string]string{uidA: "node-1"},
@@ -33,7 +35,6 @@ func TestFindNonRootLauncher(t *testing.T) {
 	}
 	dir := "/pods/" + uidA + "/volumes/kubernetes.io~empty-dir/libvirt-runtime"
 	want := []Launcher{{
-		PodUID:      uidA,
 		Domain:      "default_my-vm",
 		RuntimeDir:  dir,
 		Socket:      dir + "/virtqemud-sock",
@@ -47,7 +48,7 @@ func TestFindNonRootLauncher(t *testing.T) {
 }
 
 func TestFindRootLauncher(t *testing.T) {
-	got, err := Find("/pods/", "node-1", VMI{
+	got, err := Find("/pods/", "node-1", &vmi.VMI{
 		Namespace:  "legacy",
 		Name:       "root-vm",
 		ActivePods: map[string]string{uidA: "node-1"},
@@ -76,7 +77,7 @@ func TestFindFiltersByNodeAndSorts(t *testing.T) {
 	// A migration within one node (or a stale entry): both pods on node-1, and a
 	// third on another node that must be ignored.
 	const uidC = "ffffffff-0000-4000-8000-000000000000"
-	got, err := Find("/pods", "node-1", VMI{
+	got, err := Find("/pods", "node-1", &vmi.VMI{
 		Namespace:   "ns",
 		Name:        "vm",
 		ActivePods:  map[string]string{uidA: "node-1", uidB: "node-1", uidC: "node-2"},
@@ -85,12 +86,13 @@ func TestFindFiltersByNodeAndSorts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var uids []string
+	var dirs []string
 	for _, l := range got {
-		uids = append(uids, l.PodUID)
+		dirs = append(dirs, l.RuntimeDir)
 	}
-	if diff := cmp.Diff([]string{uidB, uidA}, uids); diff != "" {
-		t.Errorf("pod UIDs (-want +got):\n%s", diff)
+	want := []string{"/pods/" + uidB + "/" + VolumeRelPath, "/pods/" + uidA + "/" + VolumeRelPath}
+	if diff := cmp.Diff(want, dirs); diff != "" {
+		t.Errorf("launchers' runtime directories (-want +got):\n%s", diff)
 	}
 }
 
@@ -101,7 +103,7 @@ func TestFindNoLauncherOnNode(t *testing.T) {
 		"empty nodename": {uidA: ""},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := Find("/pods", "node-1", VMI{Namespace: "ns", Name: "vm", ActivePods: pods, RuntimeUser: 107})
+			_, err := Find("/pods", "node-1", &vmi.VMI{Namespace: "ns", Name: "vm", ActivePods: pods, RuntimeUser: 107})
 			if !errors.Is(err, ErrNoLauncher) {
 				t.Errorf("err = %v, want ErrNoLauncher", err)
 			}
@@ -110,9 +112,9 @@ func TestFindNoLauncherOnNode(t *testing.T) {
 }
 
 func TestFindSocketPathTooLong(t *testing.T) {
-	vmi := VMI{Namespace: "ns", Name: "vm", ActivePods: map[string]string{uidA: "n"}, RuntimeUser: 107}
+	v := &vmi.VMI{Namespace: "ns", Name: "vm", ActivePods: map[string]string{uidA: "n"}, RuntimeUser: 107}
 	// /var/lib/kubelet/pods, as a user might naively mount it, is far too long.
-	_, err := Find("/var/lib/kubelet/pods", "n", vmi)
+	_, err := Find("/var/lib/kubelet/pods", "n", v)
 	if !errors.Is(err, ErrSocketPathTooLong) {
 		t.Fatalf("err = %v, want ErrSocketPathTooLong", err)
 	}
@@ -124,20 +126,20 @@ func TestFindSocketPathTooLong(t *testing.T) {
 
 	// Exactly at the limit it fits, one byte more it does not.
 	fits := "/" + strings.Repeat("p", MaxPodsDirLen-1)
-	got, err := Find(fits, "n", vmi)
+	got, err := Find(fits, "n", v)
 	if err != nil {
 		t.Fatalf("Find(%q): %v", fits, err)
 	}
 	if len(got[0].Socket) != MaxSocketPath {
 		t.Errorf("socket %s is %d bytes, want exactly %d", got[0].Socket, len(got[0].Socket), MaxSocketPath)
 	}
-	if _, err := Find(fits+"p", "n", vmi); !errors.Is(err, ErrSocketPathTooLong) {
+	if _, err := Find(fits+"p", "n", v); !errors.Is(err, ErrSocketPathTooLong) {
 		t.Errorf("Find(%q): err = %v, want ErrSocketPathTooLong", fits+"p", err)
 	}
 }
 
 func TestFindRejectsPathTricks(t *testing.T) {
-	for name, vmi := range map[string]VMI{
+	for name, v := range map[string]*vmi.VMI{
 		"uid with slash":  {Namespace: "ns", Name: "vm", ActivePods: map[string]string{"../../etc": "n"}},
 		"uid dot-dot":     {Namespace: "ns", Name: "vm", ActivePods: map[string]string{"..": "n"}},
 		"empty uid":       {Namespace: "ns", Name: "vm", ActivePods: map[string]string{"": "n"}},
@@ -146,7 +148,7 @@ func TestFindRejectsPathTricks(t *testing.T) {
 		"dot-dot name":    {Namespace: "ns", Name: "..", ActivePods: map[string]string{uidA: "n"}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if got, err := Find("/pods", "n", vmi); err == nil {
+			if got, err := Find("/pods", "n", v); err == nil {
 				t.Errorf("Find = %+v, want an error", got)
 			}
 		})
@@ -175,10 +177,10 @@ func TestValidatePodsDir(t *testing.T) {
 // TestValidatePodsDirAgreesWithFind: a pods_dir that passes validation never yields a
 // too-long socket for a real (36-byte) pod UID, and one that fails always does.
 func TestValidatePodsDirAgreesWithFind(t *testing.T) {
-	vmi := VMI{Namespace: "ns", Name: "vm", ActivePods: map[string]string{uidA: "n"}, RuntimeUser: 107}
+	v := &vmi.VMI{Namespace: "ns", Name: "vm", ActivePods: map[string]string{uidA: "n"}, RuntimeUser: 107}
 	for n := 1; n <= 20; n++ {
 		dir := "/" + strings.Repeat("d", n-1)
-		_, findErr := Find(dir, "n", vmi)
+		_, findErr := Find(dir, "n", v)
 		valErr := ValidatePodsDir(dir)
 		if (valErr == nil) != (findErr == nil) {
 			t.Errorf("pods_dir %q: ValidatePodsDir = %v but Find = %v", dir, valErr, findErr)

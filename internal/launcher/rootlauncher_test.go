@@ -19,6 +19,7 @@ import (
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/launcher"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
 )
 
 // rootLauncherScript runs libvirtd as root, i.e. in system mode, the way a root
@@ -108,7 +109,7 @@ stdio_handler = "file"
 			}
 		}
 	})
-	if err := os.Symlink("libvirt-sock", filepath.Join(vol, launcher.SocketName)); err != nil {
+	if err := os.Symlink("libvirt-sock", filepath.Join(vol, launcher.VirtqemudSocket)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -116,7 +117,7 @@ stdio_handler = "file"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// Dialled through the short pods path: the real one is too long for a socket.
-	_, system := launcher.URIs(filepath.Join(node.PodsDir(), uid, launcher.VolumeRelPath, launcher.SocketName))
+	_, system := launcher.URIs(filepath.Join(node.PodsDir(), uid, launcher.VolumeRelPath, launcher.VirtqemudSocket))
 	var lastErr error
 	err = testenv.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
 		select {
@@ -162,7 +163,7 @@ func TestRootLauncher(t *testing.T) {
 	node := testenv.MustStartNode(t, testenv.NodeOptions{})
 	uid := startRootLauncher(t, node)
 
-	ls, err := launcher.Find(node.PodsDir(), node.Name(), launcher.VMI{
+	ls, err := launcher.Find(node.PodsDir(), node.Name(), &vmi.VMI{
 		Namespace: "legacy", Name: "root-vm", ActivePods: map[string]string{uid: node.Name()}, RuntimeUser: 0,
 	})
 	if err != nil {

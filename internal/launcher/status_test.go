@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
 )
 
 // podLayout creates <pods>/<uid>/volumes/kubernetes.io~empty-dir/libvirt-runtime/qemu/run
@@ -16,7 +18,7 @@ import (
 func podLayout(t *testing.T) (Launcher, string) {
 	t.Helper()
 	pods := t.TempDir()
-	ls, err := Find(pods, "n", VMI{Namespace: "ns", Name: "vm", ActivePods: map[string]string{uidA: "n"}, RuntimeUser: 107})
+	ls, err := Find(pods, "n", &vmi.VMI{Namespace: "ns", Name: "vm", ActivePods: map[string]string{uidA: "n"}, RuntimeUser: 107})
 	if err != nil {
 		// t.TempDir is long; a long pods_dir only matters for sockets, so fall back
 		// to building the launcher by hand.
@@ -24,7 +26,7 @@ func podLayout(t *testing.T) (Launcher, string) {
 			t.Fatal(err)
 		}
 		dir := filepath.Join(pods, uidA, VolumeRelPath)
-		ls = []Launcher{{PodUID: uidA, Domain: "ns_vm", RuntimeDir: dir, StatusFile: filepath.Join(dir, "qemu", "run", "ns_vm.xml")}}
+		ls = []Launcher{{Domain: "ns_vm", RuntimeDir: dir, StatusFile: filepath.Join(dir, "qemu", "run", "ns_vm.xml")}}
 	}
 	if err := os.MkdirAll(filepath.Dir(ls[0].StatusFile), 0o755); err != nil {
 		t.Fatal(err)

@@ -220,7 +220,7 @@ func (s *soak) removeSocket(l *Launcher) error {
 
 // restoreSocket puts the launcher socket back.
 func (s *soak) restoreSocket(l *Launcher) error {
-	if err := os.Symlink(testenv.SocketName, s.socketLink(l)); err != nil {
+	if err := os.Symlink(testenv.LibvirtdSocketName, s.socketLink(l)); err != nil {
 		return err
 	}
 	l.Socket = true

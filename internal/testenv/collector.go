@@ -1,5 +1,8 @@
 package testenv
 
+// Collector: the built otelcol-kubevirt as a process, and its Prometheus
+// endpoint. FreePort picks the loopback ports for it and for Prometheus.
+
 import (
 	"context"
 	"errors"
@@ -50,8 +53,8 @@ type CollectorOptions struct {
 	Endpoint string
 }
 
-// StartCollector starts the collector with PROMETHEUS_ENDPOINT on a free loopback port
-// and returns once that endpoint answers.
+// StartCollector starts the collector with PROMETHEUS_ENDPOINT at opts.Endpoint (by
+// default a free loopback port) and returns once that endpoint answers.
 func StartCollector(ctx context.Context, opts CollectorOptions) (*Collector, error) {
 	if opts.Config == "" {
 		path, err := findRepoPath(ShippedConfig)
@@ -153,22 +156,4 @@ func FreePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// Poll calls cond every interval until it reports true, returns an error, or ctx ends.
-// Tests use it instead of sleeping.
-func Poll(ctx context.Context, interval time.Duration, cond func() (bool, error)) error {
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		ok, err := cond()
-		if err != nil || ok {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-ticker.C:
-		}
-	}
 }

@@ -1,11 +1,38 @@
-// Package testenv starts real dependencies for the receiver's integration
-// tests and for the local "node lab" program, so its API takes no
-// *testing.T (test conveniences such as [MustStartLibvirtd] are thin
-// wrappers).
+// Package testenv starts the real things the tests run against, and stops them
+// without a trace: a kube-apiserver serving KubeVirt's VirtualMachineInstances,
+// libvirtd daemons set up the way KubeVirt's virt-launcher runs libvirt, with real
+// QEMU guests in them, a kubelet-style pods directory of such launchers, the built
+// collector, and a Prometheus server. It fakes none of them. KubeVirt itself does
+// not run: tests play its controllers by setting VMI status ([APIServer.SetVMIStatus],
+// [LauncherPod.RunningStatus]). Nor does a Kubernetes node (kubelet, containerd,
+// pods): internal/cluster and internal/lab run one, for `make run` and the
+// DaemonSet's test.
 //
-// [StartLibvirtd] runs a real libvirtd, set up the way a KubeVirt
-// virt-launcher runs it, and [Libvirtd.StartGuest] starts real QEMU guests
-// in it.
+// Each StartX takes a context and returns an error rather than taking a
+// *testing.T, so that one harness can serve many benchmarks from a TestMain
+// (internal/bench); the MustStartX wrappers start one for a single test, stop it in
+// its Cleanup and skip the test when what they start is not installed.
+//
+// # Where to look
+//
+//	doc.go         this overview; below, how libvirtd runs and where its files land
+//	kube.go        APIServer: etcd and kube-apiserver (envtest), VMIs and their status, users without rights, CRDs removed and restored
+//	libvirtd.go    Libvirtd's lifecycle: start, readiness, kill, restart, stop
+//	layout.go      its directories, libvirtd.conf, and the paths of its socket, log and state
+//	caps.go        the QEMU capability cache shared between daemons ("Timing" below)
+//	cpu.go         pinning libvirtd to one CPU, which keeps that cache valid
+//	procscan.go    finding and killing what a daemon leaves running (QEMU, virtlogd), also after its owner died
+//	guests.go      QEMU guests: define, start, destroy; their status files, logs and PIDs
+//	kvm.go         whether /dev/kvm works, for this process and for a daemon's user
+//	node.go        Node: a kubelet pods directory of virt-launcher-like pods, each a Libvirtd with one guest
+//	collector.go   Collector: the built otelcol-kubevirt and its Prometheus endpoint
+//	prometheus.go  Prometheus: a real server scraping given targets, and instant queries
+//	poll.go        Poll, which tests wait with instead of sleeping
+//	tb.go          TB, what the MustStartX wrappers need of a test
+//
+// Tests: libvirtd_test.go covers the libvirtd harness as a whole (each part needs
+// a running daemon), kvm_test.go the KVM probe, node_test.go and kube_test.go
+// theirs; the collector and Prometheus harnesses are exercised by internal/e2e.
 //
 // # How libvirtd runs
 //
@@ -34,6 +61,9 @@
 //	qemu+unix:///session?socket=<SocketDir>/libvirt-sock
 //
 // e.g. qemu+unix:///session?socket=/tmp/lv123456789/run/libvirt/libvirt-sock.
+// libvirt-sock is [LibvirtdSocketName]. In a [Node]'s launcher pods,
+// virtqemud-sock ([LauncherSocketName], the name virt-launcher's virtqemud
+// gives its socket) is a symlink to it.
 //
 // # Where things land
 //

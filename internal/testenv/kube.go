@@ -1,5 +1,10 @@
 package testenv
 
+// APIServer: etcd and kube-apiserver through envtest, with KubeVirt's VMI CRD;
+// stopping, restarting and breaking them (users without rights, CRDs removed);
+// creating VMIs and setting their status as KubeVirt does. KubeAssetsDir says
+// where the binaries come from, findRepoPath finds repository files.
+
 import (
 	"context"
 	"errors"
@@ -193,6 +198,30 @@ func StartAPIServer(ctx context.Context) (_ *APIServer, err error) {
 		return nil, err
 	}
 	return a, nil
+}
+
+// MustStartAPIServer starts a control plane for a test and stops it in tb.Cleanup. It
+// skips the test when the kube-apiserver assets were never built and KUBEBUILDER_ASSETS
+// is unset (a plain `go test`); `make test` builds them and sets it, so there a missing
+// asset fails the test instead.
+func MustStartAPIServer(tb TB) *APIServer {
+	tb.Helper()
+	RequireDaemons(tb, "etcd and kube-apiserver")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	api, err := StartAPIServer(ctx)
+	if errors.Is(err, ErrKubeAssetsMissing) && os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		tb.Skipf("skipping: %v", err)
+	}
+	if err != nil {
+		tb.Fatalf("starting kube-apiserver: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := api.Stop(); err != nil {
+			tb.Errorf("stopping kube-apiserver: %v", err)
+		}
+	})
+	return api
 }
 
 // Stop stops kube-apiserver and etcd, waits for them to exit and deletes all

@@ -24,6 +24,7 @@ import (
 // test is worse than a clear "run make kube-assets".
 func startKube(t *testing.T) *APIServer {
 	t.Helper()
+	RequireDaemons(t, "etcd and kube-apiserver")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	begin := time.Now()

@@ -24,6 +24,7 @@ import (
 // on any other error and stops the daemon when the test ends.
 func startLibvirtdForTest(t *testing.T, opts LibvirtdOptions) *Libvirtd {
 	t.Helper()
+	RequireDaemons(t, "libvirtd")
 	if _, err := LookupLibvirtd(); err != nil {
 		t.Skipf("skipping: %v", err)
 	}
@@ -86,7 +87,8 @@ func TestLibvirtdGuests(t *testing.T) {
 	}
 
 	// Guests must survive the daemon going away, orderly or not, and
-	// libvirtd must re-attach to them: a later receiver test depends on it.
+	// libvirtd must re-attach to them: the receiver's and internal/domain's
+	// tests of a libvirtd restart or crash depend on it.
 	pids := guestPIDs(t, d, guests)
 	start := time.Now()
 	if err := d.Restart(ctx); err != nil {
@@ -164,7 +166,7 @@ func TestLibvirtdGuests(t *testing.T) {
 	}
 }
 
-// TestLibvirtdKubeletLayout runs the daemon the way the node lab will: its
+// TestLibvirtdKubeletLayout runs the daemon the way a Node's launcher pods do: its
 // libvirt runtime directory is a kubelet-style emptyDir whose path is far too
 // long for unix sockets.
 func TestLibvirtdKubeletLayout(t *testing.T) {
@@ -190,7 +192,7 @@ func TestLibvirtdKubeletLayout(t *testing.T) {
 		t.Errorf("StatusFile() = %s, want %s", d.StatusFile(name), want)
 	}
 	checkStatusFile(t, d, name, "qemu")
-	if _, err := os.Stat(filepath.Join(volume, SocketName)); err != nil {
+	if _, err := os.Stat(filepath.Join(volume, LibvirtdSocketName)); err != nil {
 		t.Errorf("socket not in the volume: %v", err)
 	}
 
@@ -213,6 +215,7 @@ func TestLibvirtdCleanupAfterOwnerDies(t *testing.T) {
 		ownerChild()
 		return
 	}
+	RequireDaemons(t, "libvirtd and a QEMU guest")
 	if _, err := LookupLibvirtd(); err != nil {
 		t.Skipf("skipping: %v", err)
 	}
@@ -267,19 +270,8 @@ func TestLibvirtdRejectsLongDir(t *testing.T) {
 	}
 }
 
-func TestKVMUsable(t *testing.T) {
-	ok, why := KVMUsable()
-	t.Logf("KVMUsable() = %v, %q", ok, why)
-	if ok != (why == "") {
-		t.Errorf("KVMUsable() = %v, %q: a reason must be given exactly when KVM is unusable", ok, why)
-	}
-	if _, err := os.Stat("/dev/kvm"); errors.Is(err, os.ErrNotExist) && ok {
-		t.Errorf("KVMUsable() = true without /dev/kvm")
-	}
-}
-
 // checkLiveDomain reads the live XML over the session URI, as the receiver
-// will, and checks the domain type.
+// does, and checks the domain type.
 func checkLiveDomain(t *testing.T, d *Libvirtd, name, typ string) {
 	t.Helper()
 	conn, err := libvirt.NewConnect(d.URI())

@@ -1,5 +1,8 @@
 package testenv
 
+// Node: a kubelet-style pods directory whose virt-launcher-like pods each run
+// a Libvirtd (libvirtd.go) with one guest, laid out as virt-handler finds them.
+
 import (
 	"context"
 	"crypto/rand"
@@ -279,7 +282,7 @@ func (n *Node) StartLauncher(ctx context.Context, ns, name, domainType string) (
 	}
 	// Debian's monolithic libvirtd names its socket libvirt-sock; virt-launcher's
 	// virtqemud names it virtqemud-sock. A relative link works through any path.
-	if err := os.Symlink(SocketName, filepath.Join(p.VolumeDir(), LauncherSocketName)); err != nil {
+	if err := os.Symlink(LibvirtdSocketName, filepath.Join(p.VolumeDir(), LauncherSocketName)); err != nil {
 		return nil, err
 	}
 	if p.runtimeUser, err = userID(p.Libvirtd.User()); err != nil {
@@ -402,6 +405,7 @@ func (n *Node) Stop() error {
 // test on any error.
 func MustStartNode(tb TB, opts NodeOptions) *Node {
 	tb.Helper()
+	RequireDaemons(tb, "launcher pods with libvirtd and QEMU guests")
 	if _, err := LookupLibvirtd(); err != nil {
 		tb.Skipf("skipping: %v", err)
 	}

@@ -123,10 +123,10 @@ func checkLauncherPod(t *testing.T, n *Node, p *LauncherPod) {
 	if p.SocketPath() != sock || len(sock) > maxSocketPath {
 		t.Errorf("SocketPath = %s (%d bytes), want %s within %d bytes", p.SocketPath(), len(p.SocketPath()), sock, maxSocketPath)
 	}
-	if target, err := os.Readlink(filepath.Join(vol, "virtqemud-sock")); err != nil || target != SocketName {
-		t.Errorf("virtqemud-sock -> %q (err %v), want -> %s", target, err, SocketName)
+	if target, err := os.Readlink(filepath.Join(vol, "virtqemud-sock")); err != nil || target != LibvirtdSocketName {
+		t.Errorf("virtqemud-sock -> %q (err %v), want -> %s", target, err, LibvirtdSocketName)
 	}
-	if st, err := os.Stat(filepath.Join(vol, SocketName)); err != nil || st.Mode().Type() != os.ModeSocket {
+	if st, err := os.Stat(filepath.Join(vol, LibvirtdSocketName)); err != nil || st.Mode().Type() != os.ModeSocket {
 		t.Errorf("libvirtd's socket in the emptyDir: %v (err %v), want a socket", st, err)
 	}
 	c, err := net.Dial("unix", sock)
@@ -163,6 +163,7 @@ func TestNodeCleanupAfterOwnerDies(t *testing.T) {
 		nodeOwnerChild()
 		return
 	}
+	RequireDaemons(t, "a launcher pod with libvirtd and a QEMU guest")
 	if _, err := LookupLibvirtd(); err != nil {
 		t.Skipf("skipping: %v", err)
 	}

@@ -1,5 +1,8 @@
 package testenv
 
+// Prometheus: a real server with its own storage, scraping given targets or
+// scrape configurations, evaluating rule files, answering instant queries.
+
 import (
 	"context"
 	"encoding/json"

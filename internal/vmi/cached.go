@@ -2,6 +2,7 @@ package vmi
 
 import (
 	"encoding/hex"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -18,21 +19,20 @@ import (
 //
 //   - key is namespace/name in one string; namespace and name are slices of it, and
 //     the work queue and the series set share it as their key.
-//   - uid holds a UUID in 16 bytes instead of a 36-byte string; uidText points to a
-//     UID that is not a canonical lower-case UUID (the API server makes only those).
+//   - the VMI's and its launcher pods' UIDs are held as 16-byte UUIDs instead of
+//     36-byte strings (see uid).
 //   - phase and node names are interned: one copy per watcher, not one per VMI.
 //   - activePods is a slice sorted by pod UID instead of a map: a Go map costs
 //     ~300 bytes even with one entry.
 //   - the struct fits the 128-byte allocation size class; one more byte takes 144.
 //
 // client-go reads cached objects through meta.Accessor, so cached implements
-// metav1.Object: namespace, name, UID and resourceVersion (the informer tells
-// updates from resyncs by it) are real, the rest are noMeta's no-ops.
+// metav1.Object: the key as the name (see GetName), UID and resourceVersion (the
+// informer tells updates from resyncs by it) are real, the rest are noMeta's no-ops.
 type cached struct {
 	noMeta
 	key             string
-	uid             [16]byte
-	uidText         *string
+	uid             uid
 	resourceVersion string
 	phase           string
 	nodeName        string
@@ -41,16 +41,54 @@ type cached struct {
 	paused          bool
 }
 
-// pod is one entry of status.activePods.
+// pod is one entry of status.activePods: a launcher pod's UID and its node.
 type pod struct {
-	uid, node string
+	uid  uid
+	node string
+}
+
+// uid is a Kubernetes UID: a canonical lower-case UUID (8-4-4-4-12 hex digits, the only
+// form the API server makes) packed into 16 bytes, anything else kept as text.
+type uid struct {
+	packed [16]byte
+	text   *string
+}
+
+// packUID packs s; "" is the zero uid.
+func packUID(s string) uid {
+	if u, ok := parseUUID(s); ok && u != ([16]byte{}) { // zero means "no UID"
+		return uid{packed: u}
+	}
+	if s == "" {
+		return uid{}
+	}
+	text := strings.Clone(s)
+	return uid{text: &text}
+}
+
+func (u uid) String() string {
+	switch {
+	case u.text != nil:
+		return *u.text
+	case u.packed == [16]byte{}:
+		return ""
+	default:
+		return formatUUID(u.packed)
+	}
+}
+
+func (u uid) equal(o uid) bool {
+	if u.text == nil || o.text == nil {
+		return u.text == o.text && u.packed == o.packed
+	}
+	return *u.text == *o.text
 }
 
 // compact packs v, interning repeated strings with in. Strings kept from v are
 // copied so that the cache never pins a decoder's buffer.
 func compact(v *VMI, in *interner) *cached {
 	c := &cached{
-		key:             v.Namespace + "/" + v.Name,
+		key:             Key(v.Namespace, v.Name),
 		resourceVersion: strings.Clone(v.ResourceVersion),
 		phase:           in.get(v.Phase),
 		nodeName:        in.get(v.NodeName),
@@ -60,27 +98,23 @@ func compact(v *VMI, in *interner) *cached {
 	if v.Namespace == "" {
 		c.key = strings.Clone(v.Name) // as client-go keys objects without a namespace
 	}
-	if u, ok := parseUUID(string(v.UID)); ok && u != ([16]byte{}) { // zero means "no UID"
-		c.uid = u
-	} else if v.UID != "" {
-		text := strings.Clone(string(v.UID))
-		c.uidText = &text
-	}
+	c.uid = packUID(string(v.UID))
 	if len(v.ActivePods) > 0 {
-		c.pods = make([]pod, 0, len(v.ActivePods))
-		for uid, node := range v.ActivePods {
-			c.pods = append(c.pods, pod{uid: strings.Clone(uid), node: in.get(node)})
+		uids := slices.Sorted(maps.Keys(v.ActivePods))
+		c.pods = make([]pod, 0, len(uids))
+		for _, u := range uids {
+			c.pods = append(c.pods, pod{uid: packUID(u), node: in.get(v.ActivePods[u])})
 		}
-		slices.SortFunc(c.pods, func(a, b pod) int { return strings.Compare(a.uid, b.uid) })
 	}
 	return c
 }
 
 // vmi unpacks the cached VMI. Its strings are shared with the cache, not copied.
 func (c *cached) vmi() *VMI {
+	ns, name := SplitKey(c.key)
 	v := &VMI{
-		Namespace:       c.GetNamespace(),
-		Name:            c.GetName(),
+		Namespace:       ns,
+		Name:            name,
 		UID:             c.GetUID(),
 		ResourceVersion: c.resourceVersion,
 		Phase:           c.phase,
@@ -91,56 +125,33 @@ func (c *cached) vmi() *VMI {
 	if len(c.pods) > 0 {
 		v.ActivePods = make(map[string]string, len(c.pods))
 		for _, p := range c.pods {
-			v.ActivePods[p.uid] = p.node
+			v.ActivePods[p.uid.String()] = p.node
 		}
 	}
 	return v
 }
 
-// sameState is VMI.SameState on the packed form: whether an update changed anything
-// detection looks at.
+// sameState says whether o is c as far as detection is concerned. Updates that change
+// nothing here (guest agent data, interface lists, timestamps) need no new detection.
 func (c *cached) sameState(o *cached) bool {
-	return c.sameUID(o) && c.phase == o.phase && c.nodeName == o.nodeName &&
-		c.runtimeUser == o.runtimeUser && c.paused == o.paused && slices.Equal(c.pods, o.pods)
+	return c.uid.equal(o.uid) && c.phase == o.phase && c.nodeName == o.nodeName &&
+		c.runtimeUser == o.runtimeUser && c.paused == o.paused &&
+		slices.EqualFunc(c.pods, o.pods, func(a, b pod) bool { return a.uid.equal(b.uid) && a.node == b.node })
 }
 
-func (c *cached) sameUID(o *cached) bool {
-	if c.uidText == nil || o.uidText == nil {
-		return c.uidText == o.uidText && c.uid == o.uid
-	}
-	return *c.uidText == *o.uidText
-}
+// GetNamespace implements metav1.Object: none, see GetName.
+func (c *cached) GetNamespace() string { return "" }
 
-// GetNamespace implements metav1.Object. Neither namespaces nor names can contain a
-// '/', so the first one in the key separates them.
-func (c *cached) GetNamespace() string {
-	ns, _, ok := strings.Cut(c.key, "/")
-	if !ok {
-		return ""
-	}
-	return ns
-}
-
-// GetName implements metav1.Object.
-func (c *cached) GetName() string {
-	_, name, ok := strings.Cut(c.key, "/")
-	if !ok {
-		return c.key
-	}
-	return name
-}
+// GetName implements metav1.Object with the whole key, namespace/name. client-go keys
+// a cached object by its namespace and name joined with a '/', a new string per
+// object, which would duplicate the key cached holds; reported as a name without a
+// namespace, the key is the same string and client-go keeps c.key itself. Nothing
+// else reads these names: the informer has no namespace index, and vmi unpacks the
+// namespace and name from the key.
+func (c *cached) GetName() string { return c.key }
 
 // GetUID implements metav1.Object.
-func (c *cached) GetUID() types.UID {
-	switch {
-	case c.uidText != nil:
-		return types.UID(*c.uidText)
-	case c.uid == [16]byte{}:
-		return ""
-	default:
-		return types.UID(formatUUID(c.uid))
-	}
-}
+func (c *cached) GetUID() types.UID { return types.UID(c.uid.String()) }
 
 // GetResourceVersion implements metav1.Object.
 func (c *cached) GetResourceVersion() string { return c.resourceVersion }

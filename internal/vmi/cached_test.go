@@ -7,7 +7,6 @@ import (
 	"unsafe"
 
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 )
@@ -47,6 +46,9 @@ func TestCachedIsKeyedAndVersionedLikeTheObject(t *testing.T) {
 	if err != nil || key != "default/vm" || c.key != key {
 		t.Fatalf("key = %q, %v; cached key %q", key, err, c.key)
 	}
+	if !sameBacking(key, c.key) {
+		t.Error("client-go's key for a cached VMI is a copy of its key, not the key itself")
+	}
 	m, err := meta.Accessor(c)
 	if err != nil {
 		t.Fatal(err)
@@ -59,28 +61,34 @@ func TestCachedIsKeyedAndVersionedLikeTheObject(t *testing.T) {
 	}
 }
 
-func TestCachedSameStateAgreesWithVMISameState(t *testing.T) {
-	changes := map[string]func(*VMI){
-		"nothing":         func(*VMI) {},
-		"resourceVersion": func(v *VMI) { v.ResourceVersion = "4712" },
-		"uid":             func(v *VMI) { v.UID = "7a4d1a7c-3b57-4ad5-8c3c-3cbd2d9f8f1e" },
-		"uid as text":     func(v *VMI) { v.UID = "u2" },
-		"phase":           func(v *VMI) { v.Phase = "Succeeded" },
-		"node":            func(v *VMI) { v.NodeName = "node-b" },
-		"runtime user":    func(v *VMI) { v.RuntimeUser = 0 },
-		"paused":          func(v *VMI) { v.Paused = false },
-		"pod added":       func(v *VMI) { v.ActivePods["pod-3"] = "node-a" },
-		"pod moved":       func(v *VMI) { v.ActivePods["pod-2"] = "node-a" },
-		"pods gone":       func(v *VMI) { v.ActivePods = nil },
+// TestCachedSameStateSeesEveryFieldDetectionReads: an update is worth a detection
+// exactly when it changes what detection reads (UID, phase, node, runtime user,
+// pause, launcher pods), whatever form the UID takes.
+func TestCachedSameStateSeesEveryFieldDetectionReads(t *testing.T) {
+	changes := map[string]struct {
+		change func(*VMI)
+		same   bool
+	}{
+		"nothing":         {func(*VMI) {}, true},
+		"resourceVersion": {func(v *VMI) { v.ResourceVersion = "4712" }, true},
+		"uid":             {func(v *VMI) { v.UID = "7a4d1a7c-3b57-4ad5-8c3c-3cbd2d9f8f1e" }, false},
+		"uid as text":     {func(v *VMI) { v.UID = "u2" }, false},
+		"phase":           {func(v *VMI) { v.Phase = "Succeeded" }, false},
+		"node":            {func(v *VMI) { v.NodeName = "node-b" }, false},
+		"runtime user":    {func(v *VMI) { v.RuntimeUser = 0 }, false},
+		"paused":          {func(v *VMI) { v.Paused = false }, false},
+		"pod added":       {func(v *VMI) { v.ActivePods["pod-3"] = "node-a" }, false},
+		"pod moved":       {func(v *VMI) { v.ActivePods["pod-2"] = "node-a" }, false},
+		"pods gone":       {func(v *VMI) { v.ActivePods = nil }, false},
 	}
 	var in interner
-	for name, change := range changes {
+	for name, c := range changes {
 		for _, baseUID := range []types.UID{"6a4d1a7c-3b57-4ad5-8c3c-3cbd2d9f8f1e", "u1"} {
 			a, b := sampleVMI(), sampleVMI()
 			a.UID, b.UID = baseUID, baseUID
-			change(b)
-			if got, want := compact(a, &in).sameState(compact(b, &in)), a.SameState(b); got != want {
-				t.Errorf("%s (uid %s): cached sameState = %v, VMI SameState = %v", name, baseUID, got, want)
+			c.change(b)
+			if got := compact(a, &in).sameState(compact(b, &in)); got != c.same {
+				t.Errorf("%s (uid %s): sameState = %v, want %v", name, baseUID, got, c.same)
 			}
 		}
 	}
@@ -111,13 +119,10 @@ func sameBacking(a, b string) bool {
 
 func TestSlimPacksDecodedAndTombstonedVMIs(t *testing.T) {
 	w := &Watcher{}
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"metadata": map[string]any{"namespace": "default", "name": "vm", "uid": "u1", "resourceVersion": "7"},
-		"status":   map[string]any{"phase": "Running", "nodeName": "node-a"},
-	}}
+	u := decodeWire(t, `{"metadata":{"namespace":"default","name":"vm","uid":"u1","resourceVersion":"7"},"status":{"phase":"Running","nodeName":"node-a"}}`)
 	got, err := w.slim(u)
 	if c, ok := got.(*cached); err != nil || !ok || c.key != "default/vm" || c.phase != "Running" {
-		t.Fatalf("slim(unstructured) = %#v, %v", got, err)
+		t.Fatalf("slim(decoded VMI) = %#v, %v", got, err)
 	}
 	if again, _ := w.slim(got); again != got {
 		t.Error("slim did not pass an already packed VMI through")
@@ -127,5 +132,26 @@ func TestSlimPacksDecodedAndTombstonedVMIs(t *testing.T) {
 		t.Fatalf("slim(tombstone) = %#v", tomb)
 	} else if _, ok := d.Obj.(*cached); !ok {
 		t.Errorf("tombstone still holds %T", d.Obj)
+	}
+}
+
+// TestCachedFitsItsSizeClasses guards the memory figures in docs/benchmarks.md: the
+// cached VMI fits the 128-byte allocation size class, and a one-pod activePods slice
+// the 48-byte one, UIDs included.
+func TestCachedFitsItsSizeClasses(t *testing.T) {
+	if size := unsafe.Sizeof(cached{}); size > 128 {
+		t.Errorf("cached is %d bytes, want at most 128", size)
+	}
+	if size := unsafe.Sizeof(pod{}); size > 48 {
+		t.Errorf("pod is %d bytes, want at most 48", size)
+	}
+	if p := compact(sampleVMI(), &interner{}).pods[0]; p.uid.text == nil || p.uid.String() != "pod-1" {
+		t.Errorf("a pod UID that is no UUID is kept as %+v (%s), want the text pod-1", p.uid, p.uid)
+	}
+	uuid := "6a4d1a7c-3b57-4ad5-8c3c-3cbd2d9f8f1e"
+	v := sampleVMI()
+	v.ActivePods = map[string]string{uuid: "node-a"}
+	if p := compact(v, &interner{}).pods[0]; p.uid.text != nil || p.uid.String() != uuid {
+		t.Errorf("a canonical pod UID is kept as %+v (%s), want packed", p.uid, p.uid)
 	}
 }

@@ -5,10 +5,9 @@ package vmi
 
 import (
 	"fmt"
-	"maps"
 	"slices"
+	"strings"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -24,8 +23,9 @@ const NodeLabel = "kubevirt.io/nodeName"
 const PhaseRunning = "Running"
 
 // VMI is the slim view of a VirtualMachineInstance: only the fields detection needs.
-// The informer's cache holds it packed smaller still (see cached); Watcher.Get and
-// Watcher.List unpack it.
+// The watch decodes only these fields (see wire), its cache holds them packed smaller
+// still (see cached), and Watcher.Get unpacks them. Every package that needs a VMI
+// takes this type.
 type VMI struct {
 	// Namespace and Name are metadata.namespace and metadata.name.
 	Namespace, Name string
@@ -48,9 +48,24 @@ type VMI struct {
 	Paused bool
 }
 
-// Key is the VMI's work-queue and cache key, namespace/name.
+// Key is the key of the VMI namespace/name in the watch's cache, the work queue and
+// the receiver's records: namespace/name.
+func Key(namespace, name string) string {
+	return namespace + "/" + name
+}
+
+// SplitKey returns the namespace and name of a VMI key. Neither can contain a '/', so
+// the first one separates them; a key without one is a name without a namespace.
+func SplitKey(key string) (namespace, name string) {
+	if ns, name, ok := strings.Cut(key, "/"); ok {
+		return ns, name
+	}
+	return "", key
+}
+
+// Key is the VMI's key (see [Key]).
 func (v *VMI) Key() string {
-	return v.Namespace + "/" + v.Name
+	return Key(v.Namespace, v.Name)
 }
 
 // Reportable says whether the VMI should have a series on node, and if not, why.
@@ -66,46 +81,6 @@ func (v *VMI) Reportable(node string) (bool, string) {
 		return false, fmt.Sprintf("runs on node %q", v.NodeName)
 	}
 	return true, ""
-}
-
-// FromUnstructured reads the slim view out of a VMI as the dynamic client decodes it.
-// Fields of the wrong type are treated as absent rather than failing the whole object,
-// so one malformed VMI cannot stop the watch.
-func FromUnstructured(u *unstructured.Unstructured) *VMI {
-	obj := u.Object
-	v := &VMI{
-		Namespace:       u.GetNamespace(),
-		Name:            u.GetName(),
-		UID:             u.GetUID(),
-		ResourceVersion: u.GetResourceVersion(),
-	}
-	v.Phase, _, _ = unstructured.NestedString(obj, "status", "phase")
-	v.NodeName, _, _ = unstructured.NestedString(obj, "status", "nodeName")
-	if pods, ok, _ := unstructured.NestedStringMap(obj, "status", "activePods"); ok && len(pods) > 0 {
-		v.ActivePods = pods
-	}
-	v.RuntimeUser, _, _ = unstructured.NestedInt64(obj, "status", "runtimeUser")
-	v.Paused = conditionTrue(obj, "Paused")
-	return v
-}
-
-// conditionTrue says whether status.conditions has condType with status "True".
-func conditionTrue(obj map[string]any, condType string) bool {
-	conds, _, _ := unstructured.NestedSlice(obj, "status", "conditions")
-	for _, c := range conds {
-		m, ok := c.(map[string]any)
-		if ok && m["type"] == condType && m["status"] == "True" {
-			return true
-		}
-	}
-	return false
-}
-
-// SameState says whether o is v as far as detection is concerned. Updates that change
-// nothing here (guest agent data, interface lists, timestamps) need no new detection.
-func (v *VMI) SameState(o *VMI) bool {
-	return v.UID == o.UID && v.Phase == o.Phase && v.NodeName == o.NodeName &&
-		v.RuntimeUser == o.RuntimeUser && v.Paused == o.Paused && maps.Equal(v.ActivePods, o.ActivePods)
 }
 
 // LauncherPods returns the UIDs of the VMI's launcher pods on node, sorted. During a

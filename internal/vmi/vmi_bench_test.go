@@ -7,7 +7,6 @@ import (
 	"testing"
 	"unsafe"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -18,9 +17,9 @@ import (
 // API server in internal/bench (BenchmarkMemory).
 func BenchmarkCacheBytesPerVMI(b *testing.B) {
 	const n = 10000
-	objs := make([]*unstructured.Unstructured, n)
+	objs := make([]*wire, n)
 	for i := range objs {
-		objs[i] = runningVMI(fmt.Sprintf("bench-%d", i%10), fmt.Sprintf("vm-%05d", i), "node-a")
+		objs[i] = decodeWire(b, runningVMI(fmt.Sprintf("bench-%d", i%10), fmt.Sprintf("vm-%05d", i), "node-a"))
 	}
 	w := &Watcher{}
 	var perVMI float64
@@ -48,21 +47,13 @@ func heapInUse() uint64 {
 	return m.HeapAlloc
 }
 
-// runningVMI is a decoded VMI as the API server sends it for a running VMI.
-func runningVMI(ns, name, node string) *unstructured.Unstructured {
-	return &unstructured.Unstructured{Object: map[string]any{
-		"metadata": map[string]any{
-			"namespace": ns, "name": name, "uid": uuid(), "resourceVersion": "123456",
-			"labels": map[string]any{NodeLabel: node},
-		},
-		"status": map[string]any{
-			"phase":       "Running",
-			"nodeName":    node,
-			"activePods":  map[string]any{uuid(): node},
-			"runtimeUser": int64(107),
-			"conditions":  []any{map[string]any{"type": "Ready", "status": "True"}},
-		},
-	}}
+// runningVMI is a VMI as the API server sends it for a running VMI.
+func runningVMI(ns, name, node string) string {
+	return fmt.Sprintf(`{"apiVersion":"kubevirt.io/v1","kind":"VirtualMachineInstance",
+		"metadata":{"namespace":%q,"name":%q,"uid":%q,"resourceVersion":"123456","labels":{%q:%q}},
+		"status":{"phase":"Running","nodeName":%q,"activePods":{%q:%q},"runtimeUser":107,
+			"conditions":[{"type":"Ready","status":"True"}]}}`,
+		ns, name, uuid(), NodeLabel, node, node, uuid(), node)
 }
 
 func uuid() string {

@@ -1,27 +1,65 @@
 package vmi
 
 import (
+	"encoding/json"
+	"reflect"
 	"testing"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-func TestFromUnstructuredToleratesMissingAndMistypedFields(t *testing.T) {
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"metadata": map[string]any{"namespace": "default", "name": "vm", "uid": "u1"},
-		"status": map[string]any{
-			"phase":       "Running",
-			"nodeName":    42, // wrong type: treated as absent
-			"activePods":  map[string]any{"p1": "node-a"},
-			"runtimeUser": int64(107),
-		},
-	}}
-	v := FromUnstructured(u)
-	if v.Phase != "Running" || v.NodeName != "" || v.ActivePods["p1"] != "node-a" || v.RuntimeUser != 107 {
-		t.Fatalf("FromUnstructured = %+v", v)
+// decodeWire decodes a VMI's JSON the way the watch's client does.
+func decodeWire(t testing.TB, doc string) *wire {
+	t.Helper()
+	w := &wire{}
+	if err := json.Unmarshal([]byte(doc), w); err != nil {
+		t.Fatalf("decoding %s: %v", doc, err)
 	}
-	if ok, why := v.Reportable("node-a"); ok || why != "no status.nodeName" {
-		t.Errorf("Reportable = %v, %q", ok, why)
+	return w
+}
+
+func TestWireReadsWhatItCanOfMistypedStatuses(t *testing.T) {
+	meta := `"metadata":{"namespace":"default","name":"vm","uid":"u1","resourceVersion":"7","labels":{"a":"b"},"managedFields":[{"manager":"x"}]}`
+	for status, want := range map[string]VMI{
+		`{"phase":"Running","nodeName":"node-a","activePods":{"p1":"node-a"},"runtimeUser":107,"conditions":[{"type":"Paused","status":"True"}],"guestOSInfo":{"id":"fedora"}}`: {
+			Phase: "Running", NodeName: "node-a", ActivePods: map[string]string{"p1": "node-a"}, RuntimeUser: 107, Paused: true,
+		},
+		`{"phase":"Running","nodeName":42}`:                                                                      {Phase: "Running"},
+		`{"phase":{"Running":true},"nodeName":"node-a"}`:                                                         {NodeName: "node-a"},
+		`{"phase":"Running","nodeName":"node-a","activePods":"p1"}`:                                              {Phase: "Running", NodeName: "node-a"},
+		`{"phase":"Running","nodeName":"node-a","activePods":{"p1":5,"p2":"node-a"}}`:                            {Phase: "Running", NodeName: "node-a"},
+		`{"phase":"Running","nodeName":"node-a","activePods":{}}`:                                                {Phase: "Running", NodeName: "node-a"},
+		`{"phase":"Running","nodeName":"node-a","runtimeUser":"107"}`:                                            {Phase: "Running", NodeName: "node-a"},
+		`{"phase":"Running","nodeName":"node-a","runtimeUser":1.5e300}`:                                          {Phase: "Running", NodeName: "node-a"},
+		`{"phase":"Running","conditions":[1,"Paused",null,{"type":5,"status":true}]}`:                            {Phase: "Running"},
+		`{"phase":"Running","conditions":{"type":"Paused","status":"True"}}`:                                     {Phase: "Running"},
+		`{"phase":"Running","conditions":[{"type":"Paused","status":"False"},{"type":"Ready","status":"True"}]}`: {Phase: "Running"},
+		`"Running"`:            {},
+		`["Running","node-a"]`: {},
+		`null`:                 {},
+	} {
+		got := decodeWire(t, `{`+meta+`,"status":`+status+`}`).vmi()
+		want.Namespace, want.Name, want.UID, want.ResourceVersion = "default", "vm", "u1", "7"
+		if !reflect.DeepEqual(*got, want) {
+			t.Errorf("status %s: got %+v, want %+v", status, *got, want)
+		}
+	}
+	if got := decodeWire(t, `{`+meta+`}`).vmi(); got.Phase != "" || got.Name != "vm" {
+		t.Errorf("no status: got %+v", got)
+	}
+}
+
+// TestWireKeepsTheAnnotationThatEndsAStreamedList: client-go's reflector, streaming its
+// first list as watch events, knows the list is complete by an annotation on a
+// bookmark; the other annotations are not kept.
+func TestWireKeepsTheAnnotationThatEndsAStreamedList(t *testing.T) {
+	bookmark := decodeWire(t, `{"kind":"VirtualMachineInstance","apiVersion":"kubevirt.io/v1","metadata":{"resourceVersion":"42","annotations":{"k8s.io/initial-events-end":"true"}}}`)
+	if got := bookmark.GetAnnotations(); got[metav1.InitialEventsAnnotationKey] != "true" || bookmark.GetResourceVersion() != "42" {
+		t.Errorf("bookmark: annotations %v, resourceVersion %q", got, bookmark.GetResourceVersion())
+	}
+	plain := decodeWire(t, `{"metadata":{"name":"vm","annotations":{"kubevirt.io/latest-observed-api-version":"v1"}}}`)
+	if got := plain.GetAnnotations(); got != nil {
+		t.Errorf("a VMI's annotations kept: %v", got)
 	}
 }
 

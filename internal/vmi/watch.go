@@ -7,11 +7,10 @@ import (
 
 	"go.uber.org/zap"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -36,36 +35,39 @@ type WatcherHandlers struct {
 	HealthChanged func()
 }
 
-// NewWatcher prepares a watch of node's VMIs through client.
-func NewWatcher(client dynamic.Interface, node string, logger *zap.Logger, h WatcherHandlers) (*Watcher, error) {
+// NewWatcher prepares a watch of node's VMIs on the API server cfg points to.
+func NewWatcher(cfg *rest.Config, node string, logger *zap.Logger, h WatcherHandlers) (*Watcher, error) {
 	selector := labels.Set{NodeLabel: node}.AsSelector().String()
 	changed := h.HealthChanged
 	if changed == nil {
 		changed = func() {}
 	}
 	w := &Watcher{health: newHealth(logger, selector, changed)}
-	vmis := client.Resource(Resource)
+	client, err := newVMIClient(cfg)
+	if err != nil {
+		return nil, err
+	}
 	// Every request goes through here, so every failure is seen, whatever the
 	// reflector then does with it (see health).
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector = selector
-			list, err := vmis.List(ctx, o)
+			list, err := client.list(ctx, o)
 			w.health.listed(ctx, err)
 			return list, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.LabelSelector = selector
-			wi, err := vmis.Watch(ctx, o)
+			wi, err := client.watch(ctx, o)
 			w.health.watched(ctx, err)
 			return wi, err
 		},
 	}
-	// Built by hand rather than by dynamicinformer, which adds a namespace index the
-	// receiver never uses (one more map entry per VMI).
+	// Built by hand rather than by an informer factory, which adds a namespace index
+	// the receiver never uses (one more map entry per VMI).
 	w.informer = cache.NewSharedIndexInformerWithOptions(
-		cache.ToListWatcherWithWatchListSemantics(lw, client),
-		&unstructured.Unstructured{},
+		cache.ToListWatcherWithWatchListSemantics(lw, client.rest),
+		&wire{},
 		cache.SharedIndexInformerOptions{ObjectDescription: Resource.String()},
 	)
 	w.health.synced = w.informer.HasSynced
@@ -126,11 +128,6 @@ func (w *Watcher) Shutdown() {
 	w.wg.Wait()
 }
 
-// HasSynced says whether the first full list has been read.
-func (w *Watcher) HasSynced() bool {
-	return w.informer.HasSynced()
-}
-
 // Get returns the cached VMI for key, if the node has it.
 func (w *Watcher) Get(key string) (*VMI, bool) {
 	obj, ok, err := w.informer.GetStore().GetByKey(key)
@@ -144,27 +141,15 @@ func (w *Watcher) Get(key string) (*VMI, bool) {
 	return c.vmi(), true
 }
 
-// List returns every cached VMI.
-func (w *Watcher) List() []*VMI {
-	objs := w.informer.GetStore().List()
-	out := make([]*VMI, 0, len(objs))
-	for _, obj := range objs {
-		if c, ok := obj.(*cached); ok {
-			out = append(out, c.vmi())
-		}
-	}
-	return out
-}
-
-// slim is the informer's transform: it replaces each decoded VMI with its packed slim
-// view before it enters the cache, so the cache never holds whole VMI objects.
+// slim is the informer's transform: it packs each decoded VMI before it enters the
+// cache.
 func (w *Watcher) slim(obj any) (any, error) {
 	switch o := obj.(type) {
-	case *unstructured.Unstructured:
-		return compact(FromUnstructured(o), &w.names), nil
+	case *wire:
+		return compact(o.vmi(), &w.names), nil
 	case cache.DeletedFinalStateUnknown:
-		if u, ok := o.Obj.(*unstructured.Unstructured); ok {
-			o.Obj = compact(FromUnstructured(u), &w.names)
+		if u, ok := o.Obj.(*wire); ok {
+			o.Obj = compact(u.vmi(), &w.names)
 		}
 		return o, nil
 	default:

@@ -46,7 +46,7 @@ func TestWatcherFollowsVMIsOfItsNodeOnARealAPIServer(t *testing.T) {
 	must(t, api.SetVMIStatus(ctx, "default", "theirs", testenv.VMIStatus{Phase: "Running", NodeName: "node-b"}))
 
 	seen := &keys{seen: map[string]int{}}
-	w, err := NewWatcher(api.Dynamic, "node-a", zaptest.NewLogger(t), WatcherHandlers{Changed: seen.add})
+	w, err := NewWatcher(api.Config, "node-a", zaptest.NewLogger(t), WatcherHandlers{Changed: seen.add})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,9 +21,10 @@ type Config struct {
 	// Context is the kubeconfig context to use with auth_type kubeConfig; "" means the
 	// kubeconfig's current context.
 	Context string `mapstructure:"context"`
-	// CollectionInterval is how often every current series is emitted again, on top of
-	// the emission that follows each change. Keep it well below the Prometheus
-	// exporter's metric_expiration, or live series expire between emissions.
+	// CollectionInterval is how often every current series (and the receiver's own
+	// metrics) is emitted; after a change only what changed is emitted, at once. Keep
+	// it at most half the Prometheus exporter's metric_expiration, or live series
+	// expire between emissions.
 	CollectionInterval time.Duration `mapstructure:"collection_interval"`
 	// Libvirt says where each VMI's libvirt domain is found.
 	Libvirt LibvirtConfig `mapstructure:"libvirt"`

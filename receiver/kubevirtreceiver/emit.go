@@ -2,6 +2,7 @@ package kubevirtreceiver
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -9,7 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/series"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/inventory"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/metadata"
 )
@@ -17,16 +18,33 @@ import (
 const infoMetric = "kubevirt.vmi.hypervisor.info"
 
 // selfMetricsGap is the least time between two batches sent because a self-metric
-// changed: failures come in bursts (every VMI of an unreachable libvirt, each retry of
-// the watch) and one batch a second shows them all.
+// changed: detections and failures come in bursts (every VMI of an unreachable
+// libvirt, each retry of the watch, 50 transitions a second) and one batch a second
+// shows them all.
 const selfMetricsGap = time.Second
 
-// emitter turns the series set and the detection statistics into batches.
+// batchKind says what a batch carries.
+type batchKind int
+
+const (
+	// changes: the series that are new or changed since the last batch, and the
+	// retractions; sent after every change.
+	changes batchKind = iota
+	// self: the receiver's own metrics; sent within selfMetricsGap of their change.
+	self
+	// full: every live series, the retractions and the receiver's own metrics; sent
+	// every collection_interval, so that no live series reaches the exporter's
+	// metric_expiration.
+	full
+)
+
+// emitter turns the inventory and the detection statistics into batches.
 type emitter struct {
-	mb       *metadata.MetricsBuilder
-	resource pcommon.Resource
-	set      *series.Set
-	stats    *detectionStats
+	mb        *metadata.MetricsBuilder
+	resource  pcommon.Resource
+	node      string
+	inventory *inventory.Inventory
+	stats     *detectionStats
 	// watch returns the VMI watch's health; nil leaves the watch metrics out.
 	watch func() vmi.Health
 }
@@ -36,10 +54,11 @@ func (r *kubevirtReceiver) newEmitter() *emitter {
 	rb := metadata.NewResourceBuilder(r.cfg.ResourceAttributes)
 	rb.SetK8sNodeName(r.cfg.NodeName)
 	e := &emitter{
-		mb:       metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set),
-		resource: rb.Emit(),
-		set:      r.series,
-		stats:    r.stats,
+		mb:        metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set),
+		resource:  rb.Emit(),
+		node:      validUTF8(r.cfg.NodeName),
+		inventory: r.inventory,
+		stats:     r.stats,
 	}
 	if r.watcher != nil { // nil only in tests that drive the emitter alone
 		e.watch = r.watcher.Health
@@ -47,73 +66,107 @@ func (r *kubevirtReceiver) newEmitter() *emitter {
 	return e
 }
 
-// emitLoop emits the current series after every change to the set and every
-// collection_interval, and the self-metrics within selfMetricsGap of a change, until
-// ctx ends.
+// emitLoop sends what changed after every change of a series, the self-metrics within
+// selfMetricsGap of a change, and everything every collection_interval, until ctx
+// ends. Between these it sleeps: an idle node costs one batch per
+// collection_interval.
 func (r *kubevirtReceiver) emitLoop(ctx context.Context) {
 	e := r.newEmitter()
 	ticker := time.NewTicker(r.cfg.CollectionInterval)
 	defer ticker.Stop()
-	var last time.Time
-	var gap <-chan time.Time // set while a self-metrics batch waits for selfMetricsGap
+	gap := time.NewTimer(selfMetricsGap)
+	gap.Stop()
+	defer gap.Stop()
+	var lastSelf time.Time
+	waiting := false // a self batch waits for gap
 	for {
+		kind := changes
 		select {
 		case <-ctx.Done():
 			return
-		case <-r.series.Changed():
+		case <-r.inventory.Changed():
 		case <-ticker.C:
+			kind = full
 		case <-r.selfChanged:
-			if gap != nil {
+			if waiting {
 				continue
 			}
-			if wait := selfMetricsGap - time.Since(last); wait > 0 {
-				gap = time.After(wait)
+			if wait := selfMetricsGap - time.Since(lastSelf); wait > 0 {
+				gap.Reset(wait)
+				waiting = true
 				continue
 			}
-		case <-gap:
+			kind = self
+		case <-gap.C:
+			waiting = false
+			kind = self
 		}
-		gap, last = nil, time.Now()
-		md, removed := e.build(pcommon.NewTimestampFromTime(time.Now()))
-		if md.DataPointCount() == 0 {
-			continue
+		if kind != changes {
+			lastSelf = time.Now()
 		}
-		if err := r.next.ConsumeMetrics(ctx, md); err != nil {
-			// Live series go out again with the next batch anyway; retractions would be
-			// lost, and their series left on the endpoint until metric_expiration.
-			r.series.Unsent(removed)
-			r.logger.Warn("Failed to pass on hypervisor metrics; retrying with the next batch", zap.Error(err))
-		}
+		r.emit(ctx, e, kind)
 	}
 }
 
-// build makes one batch: a point of value 1 for every live series, a point flagged
-// NoRecordedValue for every series removed since the last batch (so that exporters drop
-// it at once instead of letting it linger until it expires), and the detection
-// statistics. Retractions share the live points' resource and scope, because the
-// Prometheus exporter identifies a series by those too.
-func (e *emitter) build(now pcommon.Timestamp) (md pmetric.Metrics, removed []series.Series) {
-	live, removed := e.set.Take()
+// emit builds a batch of kind and passes it on.
+func (r *kubevirtReceiver) emit(ctx context.Context, e *emitter, kind batchKind) {
+	md, live, retract := e.build(pcommon.NewTimestampFromTime(time.Now()), kind)
+	if md.DataPointCount() == 0 {
+		return
+	}
+	if err := r.next.ConsumeMetrics(ctx, md); err != nil {
+		// Given back, they go out with the next batch; retractions lost would leave
+		// their series on the endpoint until metric_expiration.
+		r.inventory.Unsent(live, retract)
+		r.logger.Warn("Failed to pass on hypervisor metrics; retrying with the next batch", zap.Error(err))
+	}
+}
+
+// build makes one batch of kind: a point of value 1 for each live series, a point
+// flagged NoRecordedValue for each series to retract (so that exporters drop it at
+// once instead of letting it linger until it expires), and, unless kind is changes,
+// the detection statistics and the watch's health. Retractions share the live points'
+// resource and scope, because the Prometheus exporter identifies a series by those
+// too. It returns the series it carries, for Unsent if the batch cannot be delivered.
+func (e *emitter) build(now pcommon.Timestamp, kind batchKind) (md pmetric.Metrics, live, retract []inventory.Series) {
+	switch kind {
+	case changes:
+		live, retract = e.inventory.Changes()
+	case full:
+		live, retract = e.inventory.All()
+	}
 	for _, s := range live {
-		record(e.mb, s, now)
+		e.record(s, now)
 	}
 	// Retractions go through the builder too, so they carry the live points' metadata.
-	for _, s := range removed {
-		record(e.mb, s, now)
+	for _, s := range retract {
+		e.record(s, now)
 	}
-	e.stats.recordFailures(e.mb, now)
-	if e.watch != nil {
-		recordWatch(e.mb, e.watch(), now)
+	if kind != changes {
+		e.stats.recordFailures(e.mb, now)
+		if e.watch != nil {
+			recordWatch(e.mb, e.watch(), now)
+		}
 	}
 	md = e.mb.Emit(metadata.WithResource(e.resource))
 	metrics := e.scopeMetrics(md)
-	for i := range metrics.Len() {
-		if metrics.At(i).Name() == infoMetric {
-			splitRetractions(metrics, i, len(live))
-			break
+	if len(retract) > 0 {
+		for i := range metrics.Len() {
+			if metrics.At(i).Name() == infoMetric {
+				splitRetractions(metrics, i, len(live))
+				break
+			}
 		}
 	}
-	e.stats.duration.AppendTo(metrics, durationMetric, durationDesc, now)
-	return md, removed
+	if kind != changes {
+		e.stats.duration.AppendTo(metrics, durationMetric, durationDesc, now)
+	}
+	return md, live, retract
+}
+
+func (e *emitter) record(s inventory.Series, now pcommon.Timestamp) {
+	ns, name := vmi.SplitKey(s.Key)
+	e.mb.RecordKubevirtVmiHypervisorInfoDataPoint(now, 1, validUTF8(ns), validUTF8(name), e.node, attributeType(s.Type))
 }
 
 // scopeMetrics returns the batch's only metric slice, creating the resource and scope
@@ -167,13 +220,15 @@ func recordWatch(mb *metadata.MetricsBuilder, h vmi.Health, now pcommon.Timestam
 	}
 }
 
-func record(mb *metadata.MetricsBuilder, s series.Series, now pcommon.Timestamp) {
-	mb.RecordKubevirtVmiHypervisorInfoDataPoint(now, 1, s.Namespace, s.Name, s.Node, attributeType(s.Type))
-}
-
 func attributeType(t hypervisor.Type) metadata.AttributeHypervisorType {
 	if a, ok := metadata.MapAttributeHypervisorType[string(t)]; ok {
 		return a
 	}
 	return metadata.AttributeHypervisorTypeUnknown
+}
+
+// validUTF8 keeps label values valid whatever an object holds; Kubernetes names are
+// ASCII, so this changes nothing in practice (and then allocates nothing).
+func validUTF8(s string) string {
+	return strings.ToValidUTF8(s, "\uFFFD")
 }

@@ -8,27 +8,39 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/series"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/inventory"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/metadata"
 )
 
-// BenchmarkBuild1000 measures the receiver's side of one emission with 1000 live
-// series: the batch the emitter builds after every change and every
-// collection_interval. The collector's end-to-end costs are in internal/bench.
-func BenchmarkBuild1000(b *testing.B) {
-	set := series.NewSet()
+// BenchmarkBuild measures the receiver's side of one emission on a node with 1000
+// running VMIs: full, the batch of every series sent every collection_interval;
+// change, the batch sent after one VMI changed (its new series and the retraction of
+// its old one). The collector's end-to-end costs are in internal/bench.
+func BenchmarkBuild(b *testing.B) {
+	inv := inventory.New()
 	types := []hypervisor.Type{hypervisor.KVM, hypervisor.QEMUTCG, hypervisor.MSHV}
 	for i := range 1000 {
-		ns, name := fmt.Sprintf("ns-%d", i%10), fmt.Sprintf("vm-%04d", i)
-		set.Put(ns+"/"+name, series.Series{Namespace: ns, Name: name, Node: "worker-node-1", Type: types[i%3]})
+		inv.Put(fmt.Sprintf("ns-%d/vm-%04d", i%10, i), inventory.Record{Series: types[i%3]})
 	}
-	e := testEmitter(metadata.NewDefaultMetricsBuilderConfig(), set)
+	e := testEmitter(metadata.NewDefaultMetricsBuilderConfig(), inv)
 	now := pcommon.NewTimestampFromTime(time.Now())
-	b.ReportAllocs()
-	for b.Loop() {
-		md, _ := e.build(now)
-		if md.DataPointCount() < 1000 {
-			b.Fatalf("%d points", md.DataPointCount())
+	b.Run("full-1000", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if md, _, _ := e.build(now, full); md.DataPointCount() < 1000 {
+				b.Fatalf("%d points", md.DataPointCount())
+			}
 		}
-	}
+	})
+	b.Run("change-1-of-1000", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			i++
+			inv.Put("ns-0/vm-0000", inventory.Record{Series: types[i%3]})
+			if md, _, _ := e.build(now, changes); md.DataPointCount() != 2 {
+				b.Fatalf("%d points", md.DataPointCount())
+			}
+		}
+	})
 }

@@ -14,7 +14,7 @@ import (
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/series"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/inventory"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/metadata"
 )
@@ -55,69 +55,81 @@ func points(t *testing.T, md pmetric.Metrics) []point {
 	return out
 }
 
-func TestBuildMetricsEmitsLiveSeriesAndOneRetractionPerMetric(t *testing.T) {
-	set := series.NewSet()
-	e := testEmitter(metadata.NewDefaultMetricsBuilderConfig(), set)
+func TestBuildSendsWhatChangedAfterAChangeAndEverythingInFull(t *testing.T) {
+	inv := inventory.New()
+	e := testEmitter(metadata.NewDefaultMetricsBuilderConfig(), inv)
 	now := pcommon.NewTimestampFromTime(time.Now())
-	set.Put("default/my-vm", series.Series{Namespace: "default", Name: "my-vm", Node: "worker-node-1", Type: hypervisor.KVM})
-	set.Put("default/tcg", series.Series{Namespace: "default", Name: "tcg", Node: "worker-node-1", Type: hypervisor.QEMUTCG})
-	set.Put("prod/db", series.Series{Namespace: "prod", Name: "db", Node: "worker-node-1", Type: hypervisor.Unknown})
+	inv.Put("default/my-vm", inventory.Record{Series: hypervisor.KVM})
+	inv.Put("default/tcg", inventory.Record{Series: hypervisor.QEMUTCG})
+	inv.Put("prod/db", inventory.Record{Series: hypervisor.Unknown})
 
 	assert.ElementsMatch(t, []point{
 		{"default", "my-vm", "worker-node-1", "kvm", 1, false},
 		{"default", "tcg", "worker-node-1", "qemu-tcg", 1, false},
 		{"prod", "db", "worker-node-1", "unknown", 1, false},
-	}, points(t, metricsOf(e.build(now))))
+	}, points(t, metricsOf(e.build(now, changes))))
 
-	set.Delete("default/tcg")
-	set.Put("prod/db", series.Series{Namespace: "prod", Name: "db", Node: "worker-node-1", Type: hypervisor.MSHV})
+	// One VMI stops, another's type is read: only they are in the next batch, with one
+	// retraction per metric.
+	inv.Delete("default/tcg")
+	inv.Put("prod/db", inventory.Record{Series: hypervisor.MSHV})
 	assert.ElementsMatch(t, []point{
-		{"default", "my-vm", "worker-node-1", "kvm", 1, false},
 		{"prod", "db", "worker-node-1", "mshv", 1, false},
 		{"default", "tcg", "worker-node-1", "qemu-tcg", 0, true},
 		{"prod", "db", "worker-node-1", "unknown", 0, true},
-	}, points(t, metricsOf(e.build(now))))
+	}, points(t, metricsOf(e.build(now, changes))))
+	assert.Zero(t, metricsOf(e.build(now, changes)).DataPointCount(), "nothing changed, nothing to say")
 
-	set.Delete("default/my-vm")
-	set.Delete("prod/db")
+	// Every collection_interval, every live series.
+	assert.ElementsMatch(t, []point{
+		{"default", "my-vm", "worker-node-1", "kvm", 1, false},
+		{"prod", "db", "worker-node-1", "mshv", 1, false},
+	}, points(t, metricsOf(e.build(now, full))))
+
+	inv.Delete("default/my-vm")
+	inv.Delete("prod/db")
 	assert.ElementsMatch(t, []point{
 		{"default", "my-vm", "worker-node-1", "kvm", 0, true},
 		{"prod", "db", "worker-node-1", "mshv", 0, true},
-	}, points(t, metricsOf(e.build(now))))
-
-	assert.Zero(t, metricsOf(e.build(now)).DataPointCount(), "nothing to say once everything is retracted")
+	}, points(t, metricsOf(e.build(now, changes))))
+	assert.Zero(t, metricsOf(e.build(now, full)).DataPointCount(), "nothing to say once everything is retracted")
 }
 
 func TestBuildMetricsHonoursDisabledMetric(t *testing.T) {
 	cfg := metadata.NewDefaultMetricsBuilderConfig()
 	cfg.Metrics.KubevirtVmiHypervisorInfo.Enabled = false
-	set := series.NewSet()
-	e := testEmitter(cfg, set)
-	set.Put("default/my-vm", series.Series{Namespace: "default", Name: "my-vm", Node: "n", Type: hypervisor.KVM})
-	set.Take()
-	set.Delete("default/my-vm")
-	assert.Zero(t, metricsOf(e.build(pcommon.NewTimestampFromTime(time.Now()))).DataPointCount())
+	inv := inventory.New()
+	e := testEmitter(cfg, inv)
+	inv.Put("default/my-vm", inventory.Record{Series: hypervisor.KVM})
+	assert.Zero(t, metricsOf(e.build(pcommon.NewTimestampFromTime(time.Now()), changes)).DataPointCount())
+	inv.Delete("default/my-vm")
+	assert.Zero(t, metricsOf(e.build(pcommon.NewTimestampFromTime(time.Now()), changes)).DataPointCount())
 }
 
-func testEmitter(cfg metadata.MetricsBuilderConfig, set *series.Set) *emitter {
+func testEmitter(cfg metadata.MetricsBuilderConfig, inv *inventory.Inventory) *emitter {
 	return &emitter{
-		mb:       metadata.NewMetricsBuilder(cfg, receivertest.NewNopSettings(metadata.Type)),
-		resource: pcommon.NewResource(),
-		set:      set,
-		stats:    newDetectionStats(),
+		mb:        metadata.NewMetricsBuilder(cfg, receivertest.NewNopSettings(metadata.Type)),
+		resource:  pcommon.NewResource(),
+		node:      "worker-node-1",
+		inventory: inv,
+		stats:     newDetectionStats(),
 	}
 }
 
-func TestBuildIncludesDetectionStatistics(t *testing.T) {
-	set := series.NewSet()
-	e := testEmitter(metadata.NewDefaultMetricsBuilderConfig(), set)
+func TestBuildIncludesDetectionStatisticsInSelfAndFullBatches(t *testing.T) {
+	inv := inventory.New()
+	e := testEmitter(metadata.NewDefaultMetricsBuilderConfig(), inv)
 	now := pcommon.NewTimestampFromTime(time.Now())
-	assert.Zero(t, metricsOf(e.build(now)).DataPointCount(), "nothing detected, nothing to say")
+	assert.Zero(t, metricsOf(e.build(now, self)).DataPointCount(), "nothing detected, nothing to say")
 
 	e.stats.duration.Observe(2 * time.Millisecond)
 	e.stats.fail(metadata.AttributeReasonDomainMissing)
 	e.stats.fail(metadata.AttributeReasonDomainMissing)
-	md := metricsOf(e.build(now))
+	inv.Put("default/my-vm", inventory.Record{Series: hypervisor.KVM})
+	assert.Equal(t, []point{{"default", "my-vm", "worker-node-1", "kvm", 1, false}}, points(t, metricsOf(e.build(now, changes))))
+	assert.Zero(t, metricsOf(e.build(now, changes)).DataPointCount(), "a batch of changes carries no self-metrics")
+
+	md := metricsOf(e.build(now, self))
 	ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
 	found := map[string]bool{}
 	for i := range ms.Len() {
@@ -135,15 +147,20 @@ func TestBuildIncludesDetectionStatistics(t *testing.T) {
 	}
 	assert.Equal(t, map[string]bool{durationMetric: true, "kubevirt.vmi.hypervisor.detection.failures": true}, found)
 	assert.Equal(t, metadata.ScopeName, md.ResourceMetrics().At(0).ScopeMetrics().At(0).Scope().Name())
+
+	// A full batch has them beside every series.
+	md = metricsOf(e.build(now, full))
+	assert.Equal(t, []point{{"default", "my-vm", "worker-node-1", "kvm", 1, false}}, points(t, md))
+	assert.Equal(t, 3, md.DataPointCount(), "the series, the histogram and the failure count")
 }
 
 func TestBuildIncludesWatchHealth(t *testing.T) {
-	e := testEmitter(metadata.NewDefaultMetricsBuilderConfig(), series.NewSet())
+	e := testEmitter(metadata.NewDefaultMetricsBuilderConfig(), inventory.New())
 	e.watch = func() vmi.Health {
 		return vmi.Health{Staleness: 1500 * time.Millisecond, Failures: map[vmi.FailureReason]int64{vmi.ReasonForbidden: 2, vmi.ReasonUnreachable: 1}}
 	}
 	got := map[string]float64{}
-	ms := metricsOf(e.build(pcommon.NewTimestampFromTime(time.Now()))).ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+	ms := metricsOf(e.build(pcommon.NewTimestampFromTime(time.Now()), self)).ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
 	for i := range ms.Len() {
 		m := ms.At(i)
 		switch m.Name() {
@@ -168,7 +185,7 @@ func TestBuildIncludesWatchHealth(t *testing.T) {
 	}, got)
 
 	e.watch = func() vmi.Health { return vmi.Health{Synced: true} }
-	ms = metricsOf(e.build(pcommon.NewTimestampFromTime(time.Now()))).ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+	ms = metricsOf(e.build(pcommon.NewTimestampFromTime(time.Now()), self)).ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
 	for i := range ms.Len() {
 		if ms.At(i).Name() == "kubevirt.vmi.hypervisor.watch.synced" {
 			assert.Equal(t, int64(1), ms.At(i).Gauge().DataPoints().At(0).IntValue())
@@ -176,11 +193,11 @@ func TestBuildIncludesWatchHealth(t *testing.T) {
 	}
 }
 
-func metricsOf(md pmetric.Metrics, _ []series.Series) pmetric.Metrics { return md }
+func metricsOf(md pmetric.Metrics, _, _ []inventory.Series) pmetric.Metrics { return md }
 
-// TestRetractionSurvivesARefusedBatch: a pipeline that refuses a batch (memory_limiter
-// under pressure) must not lose a retraction, or the series would stay on the endpoint
-// until metric_expiration.
+// TestRetractionSurvivesARefusedBatch: a pipeline that refuses a batch (the OTLP
+// overlay's sending queue when full) must not lose a retraction, or the series would
+// stay on the endpoint until metric_expiration.
 func TestRetractionSurvivesARefusedBatch(t *testing.T) {
 	batches := make(chan pmetric.Metrics, 10)
 	refused := false
@@ -195,18 +212,18 @@ func TestRetractionSurvivesARefusedBatch(t *testing.T) {
 	require.NoError(t, err)
 	cfg := createDefaultConfig().(*Config)
 	cfg.CollectionInterval = 20 * time.Millisecond
+	cfg.NodeName = "n"
 	r := newReceiver(receivertest.NewNopSettings(metadata.Type), cfg, next)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.emitLoop(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 
-	vm := series.Series{Namespace: "default", Name: "my-vm", Node: "n", Type: hypervisor.KVM}
-	r.series.Put("default/my-vm", vm)
+	r.inventory.Put("default/my-vm", inventory.Record{Series: hypervisor.KVM})
 	require.Equal(t, []point{{"default", "my-vm", "n", "kvm", 1, false}}, points(t, <-batches))
-	r.series.Delete("default/my-vm")
+	r.inventory.Delete("default/my-vm")
 	for md := range batches {
-		if ps := points(t, md); len(ps) > 0 {
+		if ps := points(t, md); len(ps) > 0 && ps[0].retracted {
 			require.True(t, refused, "the first retraction was not refused")
 			require.Equal(t, []point{{"default", "my-vm", "n", "kvm", 0, true}}, ps)
 			return

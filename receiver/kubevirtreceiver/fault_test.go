@@ -25,14 +25,14 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/domain"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/libvirtconn"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
 )
 
 func TestAPIServerRestartKeepsSeriesAndFollowsNewChanges(t *testing.T) {
 	verifyNoLeaks(t)
-	api := testenv.MustStartAPIServer(t)
+	api := startAPIServer(t)
 	proxy := startAPIProxy(t, api)
 	uri := testDriverNode(t, map[string]string{"default_a": "kvm", "default_b": "qemu", "default_c": "hyperv"})
 	var batches atomic.Int64
@@ -83,7 +83,7 @@ func TestAPIServerRestartKeepsSeriesAndFollowsNewChanges(t *testing.T) {
 // deletion it never got an event for.
 func TestExpiredWatchRelistsWhatChangedMeanwhile(t *testing.T) {
 	verifyNoLeaks(t)
-	api := testenv.MustStartAPIServer(t)
+	api := startAPIServer(t)
 	proxy := startAPIProxy(t, api)
 	uri := testDriverNode(t, map[string]string{
 		"default_keep": "kvm", "default_stop": "qemu", "default_gone": "qemu", "default_new": "hyperv",
@@ -119,7 +119,7 @@ func TestExpiredWatchRelistsWhatChangedMeanwhile(t *testing.T) {
 // runtimeUser, conditions) is reported from the rest.
 func TestMalformedVMIsAffectNoOtherVMI(t *testing.T) {
 	verifyNoLeaks(t)
-	api := testenv.MustStartAPIServer(t)
+	api := startAPIServer(t)
 	proxy := startAPIProxy(t, api)
 	statuses := map[string]struct {
 		status   string // sent as the VMI's status; "" sends none
@@ -218,7 +218,7 @@ func TestInvalidConfigNamesTheKeyForEveryKind(t *testing.T) {
 // verifyNoLeaks fails the test if goroutines it started outlive it. Registered first,
 // it runs after every other cleanup: receivers shut down, servers stopped.
 func verifyNoLeaks(t *testing.T) {
-	opts := []goleak.Option{goleak.IgnoreCurrent(), goleak.IgnoreAnyFunction(domain.EventLoopFunction)}
+	opts := []goleak.Option{goleak.IgnoreCurrent(), goleak.IgnoreAnyFunction(libvirtconn.EventLoopFunction)}
 	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
 }
 

@@ -130,6 +130,17 @@ func waitView(t *testing.T, v *view, want map[string]string, within time.Duratio
 	}
 }
 
+// startAPIServer is testenv.MustStartAPIServer, skipped with -short, so that
+// `go test -short` of this package runs the tests that need no real part
+// (sync_test.go's decision table, emission, configuration, README) in seconds.
+func startAPIServer(t *testing.T) *testenv.APIServer {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping with -short: needs a real kube-apiserver")
+	}
+	return testenv.MustStartAPIServer(t)
+}
+
 // startReceiver runs a receiver for node against the API server and libvirt at uri.
 // tweak, if not nil, adjusts it before Start.
 func startReceiver(t *testing.T, api *testenv.APIServer, node, uri string, tweak func(*kubevirtReceiver)) (*kubevirtReceiver, *view) {
@@ -195,13 +206,20 @@ func setPaused(t *testing.T, api *testenv.APIServer, ns, name string, paused boo
 	require.NoError(t, err)
 }
 
-// detections is how many detections the receiver has run so far.
+// detections is how many detections the receiver has run so far: the count of its
+// duration histogram.
 func detections(r *kubevirtReceiver) uint64 {
-	return r.stats.duration.Count()
+	ms := pmetric.NewMetricSlice()
+	r.stats.duration.AppendTo(ms, durationMetric, durationDesc, 0)
+	if ms.Len() == 0 {
+		return 0
+	}
+	return ms.At(0).Histogram().DataPoints().At(0).Count()
 }
 
-// currentType is the type in the receiver's series set for key, "" if it has none.
+// currentType is the type of the series in the receiver's record of key, "" if it has
+// none.
 func currentType(r *kubevirtReceiver, key string) string {
-	s, _ := r.series.Get(key)
-	return string(s.Type)
+	rec, _ := r.inventory.Get(key)
+	return string(rec.Series)
 }

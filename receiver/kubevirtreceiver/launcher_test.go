@@ -16,7 +16,7 @@ import (
 // source launcher, reading each VMI's own session-mode libvirtd (an unprivileged user,
 // its socket at the kubelet path of its launcher pod) and the status file beside it.
 func TestLauncherSourceOnAKubeletStyleNode(t *testing.T) {
-	api := testenv.MustStartAPIServer(t)
+	api := startAPIServer(t)
 	node := testenv.MustStartNode(t, testenv.NodeOptions{NodeName: nodeA})
 	ctx := context.Background()
 

@@ -30,7 +30,7 @@ func acceleratedType(t *testing.T, lv *testenv.Libvirtd) (domainType, reported s
 }
 
 func TestLifecycleOnRealLibvirtd(t *testing.T) {
-	api := testenv.MustStartAPIServer(t)
+	api := startAPIServer(t)
 	lv := testenv.MustStartLibvirtd(t, testenv.LibvirtdOptions{})
 	ctx := context.Background()
 	// Retries are pushed out of reach, so that a domain appearing is noticed only
@@ -69,7 +69,7 @@ func TestLifecycleOnRealLibvirtd(t *testing.T) {
 }
 
 func TestMigrationMovesTheSeriesBetweenNodes(t *testing.T) {
-	api := testenv.MustStartAPIServer(t)
+	api := startAPIServer(t)
 	source := testenv.MustStartLibvirtd(t, testenv.LibvirtdOptions{})
 	target := testenv.MustStartLibvirtd(t, testenv.LibvirtdOptions{})
 	ctx := context.Background()
@@ -104,7 +104,7 @@ func TestMigrationMovesTheSeriesBetweenNodes(t *testing.T) {
 }
 
 func TestLibvirtdOutageKeepsKnownTypesAndRecovers(t *testing.T) {
-	api := testenv.MustStartAPIServer(t)
+	api := startAPIServer(t)
 	lv := testenv.MustStartLibvirtd(t, testenv.LibvirtdOptions{})
 	ctx := context.Background()
 	r, v := startReceiver(t, api, nodeA, lv.URI(), nil)
@@ -143,7 +143,7 @@ const testNode = `<node>
 </node>`
 
 func TestUnsupportedTypeIsUnknownAndMSHVIsReported(t *testing.T) {
-	api := testenv.MustStartAPIServer(t)
+	api := startAPIServer(t)
 	path := filepath.Join(t.TempDir(), "node.xml")
 	require.NoError(t, os.WriteFile(path, []byte(testNode), 0o600))
 	r, v := startReceiver(t, api, nodeA, "test://"+path, nil)

@@ -119,7 +119,7 @@ func checkWatchRecovered(t *testing.T, logs *observer.ObservedLogs, v *view) {
 
 func TestAPIServerUnreachableIsLoggedAndMeasuredUntilItIsBack(t *testing.T) {
 	verifyNoLeaks(t)
-	api := testenv.MustStartAPIServer(t)
+	api := startAPIServer(t)
 	require.NoError(t, api.StopKubeAPIServer())
 	uri := testDriverNode(t, map[string]string{"default_a": "kvm"})
 	logs, tweak := observeOutages()
@@ -141,7 +141,7 @@ func TestAPIServerUnreachableIsLoggedAndMeasuredUntilItIsBack(t *testing.T) {
 
 func TestRBACDenialIsLoggedAndMeasuredUntilTheShippedRoleIsBound(t *testing.T) {
 	verifyNoLeaks(t)
-	api := testenv.MustStartAPIServer(t)
+	api := startAPIServer(t)
 	const user = "collector-without-role"
 	kubeconfig, err := api.AddUser(user)
 	require.NoError(t, err)
@@ -164,7 +164,7 @@ func TestRBACDenialIsLoggedAndMeasuredUntilTheShippedRoleIsBound(t *testing.T) {
 
 func TestMissingCRDIsLoggedAndMeasuredUntilKubeVirtIsInstalled(t *testing.T) {
 	verifyNoLeaks(t)
-	api := testenv.MustStartAPIServer(t)
+	api := startAPIServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	require.NoError(t, api.UninstallCRDs(ctx))
@@ -182,7 +182,7 @@ func TestMissingCRDIsLoggedAndMeasuredUntilKubeVirtIsInstalled(t *testing.T) {
 }
 
 func TestLauncherUnreachableIsLoggedOnceAndMeasuredUntilItIsBack(t *testing.T) {
-	api := testenv.MustStartAPIServer(t)
+	api := startAPIServer(t)
 	node := testenv.MustStartNode(t, testenv.NodeOptions{NodeName: nodeA})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

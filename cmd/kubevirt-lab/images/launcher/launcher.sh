@@ -4,19 +4,15 @@
 # guest stops (exit 0: the pod Succeeds and the lab's controller marks the VMI
 # Succeeded) or the pod is deleted (SIGTERM: the guest is destroyed).
 #
-# KubeVirt's layout, which the collector relies on: XDG_RUNTIME_DIR=/var/run with the
-# pod's libvirt-runtime emptyDir mounted at /var/run/libvirt, so that the daemon's
-# socket and the domain's status file (qemu/run/<domain>.xml) are in that emptyDir.
-# Debian's session libvirtd names its socket libvirt-sock; virtqemud-sock, the name
-# KubeVirt's daemon uses, links to it.
+# KubeVirt's layout, which the collector relies on: XDG_RUNTIME_DIR=/var/run (the
+# image's environment) with the pod's libvirt-runtime emptyDir mounted at
+# /var/run/libvirt, so that the daemon's socket and the domain's status file
+# (qemu/run/<domain>.xml) are in that emptyDir. Debian's session libvirtd names its
+# socket libvirt-sock; virtqemud-sock, the name KubeVirt's daemon uses, links to it.
 set -eu
 [ $# -eq 2 ] || { echo "usage: launcher NAMESPACE NAME" >&2; exit 2; }
 domain="$1_$2"
-export XDG_RUNTIME_DIR=/var/run
-# Config, cache and QEMU's monitor sockets, short paths in the pod's private emptyDir.
-export HOME=/var/run/kubevirt-private
-export XDG_CONFIG_HOME="$HOME/config" XDG_CACHE_HOME="$HOME/cache"
-run=/var/run/libvirt
+run="$XDG_RUNTIME_DIR/libvirt"
 uri="qemu+unix:///session?socket=$run/virtqemud-sock"
 
 libvirtd &
@@ -55,6 +51,7 @@ while state=$(virsh -q -c "$uri" domstate "$domain" 2>/dev/null) && { [ "$state"
 done
 echo "guest $domain is ${state:-gone}"
 rm -f "$HOME/healthy"
+# Not waiting for libvirtd: the container ends with this script, and its runtime
+# kills what is left.
 kill "$daemon" 2>/dev/null || true
-wait "$daemon" 2>/dev/null || true
 exit 0

@@ -1,4 +1,4 @@
-package domain
+package libvirtconn
 
 import (
 	"context"
@@ -33,8 +33,8 @@ func testDriverURI(t *testing.T) string {
 	return "test://" + path
 }
 
-func TestClientDetectsEachDomainTypeThroughLibvirt(t *testing.T) {
-	c := NewClient(testDriverURI(t), 5*time.Second, Handlers{})
+func TestConnDetectsEachDomainTypeThroughLibvirt(t *testing.T) {
+	c := New(testDriverURI(t), 5*time.Second, Handlers{})
 	t.Cleanup(c.Close)
 
 	for name, want := range map[string]hypervisor.Type{
@@ -57,8 +57,8 @@ func TestClientDetectsEachDomainTypeThroughLibvirt(t *testing.T) {
 	}
 }
 
-func TestClientReportsMissingAndStoppedDomainsAsNotFound(t *testing.T) {
-	c := NewClient(testDriverURI(t), 5*time.Second, Handlers{})
+func TestConnReportsMissingAndStoppedDomainsAsNotFound(t *testing.T) {
+	c := New(testDriverURI(t), 5*time.Second, Handlers{})
 	t.Cleanup(c.Close)
 
 	for _, name := range []string{"default_no-such-vm", "default_stopped-vm"} {
@@ -69,29 +69,13 @@ func TestClientReportsMissingAndStoppedDomainsAsNotFound(t *testing.T) {
 	}
 }
 
-func TestClientReportsUnreachableLibvirt(t *testing.T) {
+func TestConnReportsUnreachableLibvirt(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "no-daemon-sock")
-	c := NewClient("qemu+unix:///session?socket="+sock, 5*time.Second, Handlers{})
+	c := New("qemu+unix:///session?socket="+sock, 5*time.Second, Handlers{})
 	t.Cleanup(c.Close)
 
 	_, err := c.DomainXML(context.Background(), "default_my-vm")
 	if err == nil || errors.Is(err, ErrNotFound) {
 		t.Fatalf("DomainXML on a dead socket = %v, want a connection error", err)
-	}
-}
-
-func TestName(t *testing.T) {
-	if got := Name("default", "my-vm"); got != "default_my-vm" {
-		t.Errorf("Name() = %q", got)
-	}
-}
-
-func TestSplitName(t *testing.T) {
-	ns, name, ok := SplitName("default_my_vm")
-	if !ok || ns != "default" || name != "my_vm" {
-		t.Errorf("SplitName = %q, %q, %v", ns, name, ok)
-	}
-	if _, _, ok := SplitName("nounderscore"); ok {
-		t.Error("SplitName accepted a name without '_'")
 	}
 }

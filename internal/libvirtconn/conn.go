@@ -1,12 +1,14 @@
-// Package domain reaches the libvirt domain behind a VMI: its live XML, and the
-// lifecycle events that say it is worth reading again.
-package domain
+// Package libvirtconn is one connection to one libvirt: dialled lazily, every call
+// bounded by a timeout, kept alive with libvirt's keepalive, re-established after a
+// loss, and passing on the lifecycle events that say a domain is worth reading again.
+// It reads a running domain's live XML by name. It knows nothing of VMIs, launcher pods
+// or hypervisor types (internal/detect puts those together).
+package libvirtconn
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,32 +18,21 @@ import (
 // ErrNotFound means libvirt has no running domain of that name (yet).
 var ErrNotFound = errors.New("domain not found")
 
-// Name is the libvirt domain name KubeVirt's launcher gives a VMI.
-func Name(namespace, name string) string {
-	return namespace + "_" + name
-}
-
-// SplitName turns a domain name back into the VMI's namespace and name. Namespaces
-// cannot contain '_', so the first one separates them.
-func SplitName(domain string) (namespace, name string, ok bool) {
-	return strings.Cut(domain, "_")
-}
-
-// Handlers are told about a Client's connection and its domains. Both run on
-// libvirt's event loop or the reconnect loop and must not block.
+// Handlers are told about a Conn's connection and its domains. Both run on libvirt's
+// event loop or the reconnect loop and must not block.
 type Handlers struct {
 	// DomainStarted receives the name of a domain that started, resumed, was restored
 	// or migrated in: a moment when its hypervisor may be new.
 	DomainStarted func(domain string)
-	// Connected is called after the client (re)connected to libvirt, so that what
-	// could not be read while it was away can be read again.
+	// Connected is called after the connection to libvirt was (re)established, so that
+	// what could not be read while it was away can be read again.
 	Connected func()
 }
 
-// Client reads domains from one libvirt URI over a single reused connection, which it
+// Conn reads domains from one libvirt URI over a single reused connection, which it
 // keeps alive with libvirt's keepalive and re-establishes after a loss. It is safe for
 // concurrent use.
-type Client struct {
+type Conn struct {
 	uri      string
 	timeout  time.Duration
 	handlers Handlers
@@ -52,19 +43,19 @@ type Client struct {
 	lost    chan struct{} // signalled when conn is found dead
 }
 
-// NewClient returns a Client for uri whose libvirt calls each give up after timeout. It
+// New returns a Conn to uri whose libvirt calls each give up after timeout. It
 // connects lazily, so a libvirt that is not up yet is not an error here.
-func NewClient(uri string, timeout time.Duration, h Handlers) *Client {
+func New(uri string, timeout time.Duration, h Handlers) *Conn {
 	startEventLoop()
-	return &Client{uri: uri, timeout: timeout, handlers: h, eventID: -1, lost: make(chan struct{}, 1)}
+	return &Conn{uri: uri, timeout: timeout, handlers: h, eventID: -1, lost: make(chan struct{}, 1)}
 }
 
-// URI is the libvirt URI this client talks to.
-func (c *Client) URI() string { return c.uri }
+// URI is the libvirt URI this Conn talks to.
+func (c *Conn) URI() string { return c.uri }
 
 // DomainXML returns the live XML of the running domain called name. It returns an error
 // wrapping ErrNotFound when no such domain runs.
-func (c *Client) DomainXML(ctx context.Context, name string) (string, error) {
+func (c *Conn) DomainXML(ctx context.Context, name string) (string, error) {
 	var xml string
 	err := c.withTimeout(ctx, func() error {
 		conn, err := c.connection()
@@ -111,7 +102,7 @@ func lookupXML(conn *libvirt.Connect, name string) (string, error) {
 // reconnects with backoff (capped at maxReconnectDelay), telling Handlers.Connected
 // each time. Lookups work without Run, but only Run notices a restarted libvirt by
 // itself.
-func (c *Client) Run(ctx context.Context) {
+func (c *Conn) Run(ctx context.Context) {
 	delay := minReconnectDelay
 	for {
 		if _, err := c.connection(); err != nil {
@@ -149,7 +140,7 @@ const (
 	keepaliveCount    = 3
 )
 
-func (c *Client) connection() (*libvirt.Connect, error) {
+func (c *Conn) connection() (*libvirt.Connect, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.conn != nil {
@@ -174,7 +165,7 @@ func (c *Client) connection() (*libvirt.Connect, error) {
 	return conn, nil
 }
 
-func (c *Client) lifecycle(_ *libvirt.Connect, d *libvirt.Domain, ev *libvirt.DomainEventLifecycle) {
+func (c *Conn) lifecycle(_ *libvirt.Connect, d *libvirt.Domain, ev *libvirt.DomainEventLifecycle) {
 	if ev.Event != libvirt.DOMAIN_EVENT_STARTED && ev.Event != libvirt.DOMAIN_EVENT_RESUMED {
 		return
 	}
@@ -185,7 +176,7 @@ func (c *Client) lifecycle(_ *libvirt.Connect, d *libvirt.Domain, ev *libvirt.Do
 
 // drop forgets conn if it is still the current connection, so that the next call dials
 // anew, and wakes Run to reconnect.
-func (c *Client) drop(conn *libvirt.Connect) {
+func (c *Conn) drop(conn *libvirt.Connect) {
 	c.mu.Lock()
 	if c.conn == nil || c.conn != conn {
 		c.mu.Unlock()
@@ -199,7 +190,7 @@ func (c *Client) drop(conn *libvirt.Connect) {
 	}
 }
 
-func (c *Client) closeLocked() {
+func (c *Conn) closeLocked() {
 	if c.eventID >= 0 {
 		_ = c.conn.DomainEventDeregister(c.eventID)
 		c.eventID = -1
@@ -209,10 +200,10 @@ func (c *Client) closeLocked() {
 	c.conn = nil
 }
 
-// withTimeout runs call, returning early if it takes longer than the client's timeout or
+// withTimeout runs call, returning early if it takes longer than the Conn's timeout or
 // ctx ends. libvirt's C calls cannot be interrupted, so a call that overruns finishes in
 // the background and its result is discarded.
-func (c *Client) withTimeout(ctx context.Context, call func() error) error {
+func (c *Conn) withTimeout(ctx context.Context, call func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	done := make(chan error, 1)
@@ -226,7 +217,7 @@ func (c *Client) withTimeout(ctx context.Context, call func() error) error {
 }
 
 // Close closes the connection, if any.
-func (c *Client) Close() {
+func (c *Conn) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.conn != nil {

@@ -1,4 +1,4 @@
-package domain
+package libvirtconn
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 // TestClientDetectsRealGuestsOnALauncherLikeLibvirtd talks to a real libvirtd in
 // session mode, as an unprivileged user with a private socket (the way a KubeVirt
 // launcher runs it), running real QEMU guests.
-func TestClientDetectsRealGuestsOnALauncherLikeLibvirtd(t *testing.T) {
+func TestConnDetectsRealGuestsOnALauncherLikeLibvirtd(t *testing.T) {
 	lv := testenv.MustStartLibvirtd(t, testenv.LibvirtdOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -31,7 +31,7 @@ func TestClientDetectsRealGuestsOnALauncherLikeLibvirtd(t *testing.T) {
 		}
 	}
 
-	c := NewClient(lv.URI(), 5*time.Second, Handlers{})
+	c := New(lv.URI(), 5*time.Second, Handlers{})
 	t.Cleanup(c.Close)
 	for name, typ := range want {
 		xml, err := c.DomainXML(ctx, name)
@@ -58,14 +58,14 @@ func TestClientDetectsRealGuestsOnALauncherLikeLibvirtd(t *testing.T) {
 // TestClientHearsGuestsStartAndReconnectsAfterLibvirtdRestarts covers the two things a
 // long-lived client must notice by itself: a domain that starts (so that a VMI waiting
 // for it is detected at once) and a libvirtd that went away and came back.
-func TestClientHearsGuestsStartAndReconnectsAfterLibvirtdRestarts(t *testing.T) {
+func TestConnHearsGuestsStartAndReconnectsAfterLibvirtdRestarts(t *testing.T) {
 	lv := testenv.MustStartLibvirtd(t, testenv.LibvirtdOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
 	started := make(chan string, 10)
 	connected := make(chan struct{}, 10)
-	c := NewClient(lv.URI(), 5*time.Second, Handlers{
+	c := New(lv.URI(), 5*time.Second, Handlers{
 		DomainStarted: func(name string) { started <- name },
 		Connected:     func() { connected <- struct{}{} },
 	})
