@@ -14,8 +14,8 @@ import (
 // the oracle within it is a mismatch. Typical figures are far below (see the report);
 // the bounds are what the receiver's design allows, with room for a loaded machine.
 const (
-	// eventBound: a VMI change through a working watch. The receiver detects at once
-	// and the batch processor adds 200 ms; the README promises removal within a second.
+	// eventBound: a VMI change through a working watch. The receiver detects and sends
+	// it at once; the README promises removal within a second.
 	eventBound = 10 * time.Second
 	// libvirtBound: a change that the receiver may only see on a retry: a VMI whose
 	// domain was missing or whose libvirt was unreachable is retried with backoff up to
