@@ -66,8 +66,9 @@ func classify(err error) FailureReason {
 
 // Health is the state of the VMI watch, as the receiver reports it.
 type Health struct {
-	// Synced is true while the watch follows the API server: the first list is done
-	// and the last request succeeded.
+	// Synced is true while the watch follows the API server: the first list is done,
+	// the last request succeeded and a watch is open (or was let go of less than
+	// watchGap ago, as the reflector does between two watches).
 	Synced bool
 	// Staleness is 0 while Synced; otherwise how long since the watch last worked, or
 	// since Start if it never did.
@@ -91,6 +92,7 @@ type health struct {
 
 	mu        sync.Mutex
 	watching  bool      // the last list or watch succeeded, and a watch has opened since
+	closedAt  time.Time // while watching: when the reflector let go of the last watch, if no other opened since
 	goodUntil time.Time // when the watch last worked (Start, before it ever did)
 	lastErr   error     // the last failed request's error, to tell it apart in onError
 	failures  map[FailureReason]int64
@@ -98,6 +100,14 @@ type health struct {
 
 // faultInterval is how often a lasting outage of the watch is logged again.
 const faultInterval = time.Minute
+
+// watchGap is how long the watch may be closed, without a failed request, and still
+// count as working. The reflector opens the next watch at once when the API server
+// merely ended one (its timeout, every 5 to 10 minutes), but after an expired watch
+// (410 Gone, as after an API server restart) or a stream cut off mid-way it waits its
+// backoff, up to 30 s, before listing again: no request fails meanwhile, and nothing
+// is followed either.
+const watchGap = time.Second
 
 func newHealth(logger *zap.Logger, selector string, changed func()) *health {
 	return &health{
@@ -134,13 +144,31 @@ func (h *health) watched(ctx context.Context, err error) {
 		return
 	}
 	h.mu.Lock()
-	was := h.watching
-	h.watching = true
+	was := h.working()
+	h.watching, h.closedAt = true, time.Time{}
 	h.mu.Unlock()
 	if !was {
 		h.faults.Recover("watch", "Watching VirtualMachineInstances again", zap.String("label_selector", h.selector))
 		h.changed()
 	}
+}
+
+// closed records that the reflector let go of a watch: its stream ended, it expired,
+// or the informer stops. The watch stops working unless another opens within watchGap.
+func (h *health) closed() {
+	h.mu.Lock()
+	if h.watching && h.closedAt.IsZero() {
+		h.closedAt = h.now()
+	}
+	h.mu.Unlock()
+	// Nothing else happens at watchGap when no other watch opens.
+	time.AfterFunc(watchGap, h.changed)
+}
+
+// working says whether the watch follows the API server, as far as requests tell.
+// h.mu must be held.
+func (h *health) working() bool {
+	return h.watching && (h.closedAt.IsZero() || h.now().Sub(h.closedAt) < watchGap)
 }
 
 // failed records a failed request. A request that failed because the watch is
@@ -152,10 +180,13 @@ func (h *health) failed(ctx context.Context, err error) {
 	reason := classify(err)
 	synced := h.synced()
 	h.mu.Lock()
-	if h.watching && synced {
+	switch {
+	case h.watching && synced && !h.closedAt.IsZero():
+		h.goodUntil = h.closedAt // it worked until its last watch closed
+	case h.watching && synced:
 		h.goodUntil = h.now() // it worked until this request
 	}
-	h.watching = false
+	h.watching, h.closedAt = false, time.Time{}
 	h.lastErr = err
 	h.failures[reason]++
 	h.mu.Unlock()
@@ -187,8 +218,12 @@ func (h *health) snapshot() Health {
 	synced := h.synced()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := Health{Synced: synced && h.watching, Failures: make(map[FailureReason]int64, len(h.failures))}
-	if !out.Synced {
+	out := Health{Synced: synced && h.working(), Failures: make(map[FailureReason]int64, len(h.failures))}
+	switch {
+	case out.Synced:
+	case synced && h.watching: // closed for longer than watchGap, no request failed
+		out.Staleness = h.now().Sub(h.closedAt)
+	default:
 		out.Staleness = h.now().Sub(h.goodUntil)
 	}
 	for r, n := range h.failures {

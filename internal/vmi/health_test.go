@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -46,8 +47,8 @@ func TestClassifyNamesWhatToFix(t *testing.T) {
 // TestHealthFollowsRequests drives health as the informer does, on a hand-driven clock.
 func TestHealthFollowsRequests(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
-	changes := 0
-	h := newHealth(zap.New(core), "kubevirt.io/nodeName=n", func() { changes++ })
+	var changes atomic.Int64
+	h := newHealth(zap.New(core), "kubevirt.io/nodeName=n", func() { changes.Add(1) })
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	h.now = func() time.Time { return now }
 	synced := false
@@ -105,7 +106,55 @@ func TestHealthFollowsRequests(t *testing.T) {
 	if n := h.snapshot().Failures[ReasonOther] + h.snapshot().Failures[ReasonUnreachable]; n != 3 {
 		t.Fatalf("a request of a stopping watch was counted: %d failures", n)
 	}
-	if changes == 0 {
+	if changes.Load() == 0 {
 		t.Error("HealthChanged never called")
+	}
+}
+
+// TestHealthBetweenWatches: the reflector lets go of a watch and opens the next at once
+// when the API server ended it, but waits its backoff before listing again after an
+// expired one, while no request fails. Only a gap longer than watchGap is an outage.
+func TestHealthBetweenWatches(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	h := newHealth(zap.New(core), "kubevirt.io/nodeName=n", func() {})
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	h.now = func() time.Time { return now }
+	h.synced = func() bool { return true }
+	ctx := context.Background()
+
+	h.started()
+	h.watched(ctx, nil)
+	now = now.Add(time.Hour)
+	h.closed() // the API server's timeout
+	now = now.Add(watchGap / 2)
+	if got := h.snapshot(); !got.Synced {
+		t.Fatalf("%v after a watch closed: %+v, want still synced", watchGap/2, got)
+	}
+	h.watched(ctx, nil)
+	now = now.Add(2 * watchGap)
+	if got := h.snapshot(); !got.Synced {
+		t.Fatalf("with the next watch open: %+v, want synced", got)
+	}
+
+	h.closed() // expired: the reflector backs off before listing again
+	now = now.Add(3 * watchGap)
+	if got := h.snapshot(); got.Synced || got.Staleness != 3*watchGap {
+		t.Fatalf("%v after a watch closed with none opened since: %+v, want not synced, stale %v", 3*watchGap, got, 3*watchGap)
+	}
+	h.listed(ctx, nil)
+	h.watched(ctx, nil)
+	if got := h.snapshot(); !got.Synced || got.Staleness != 0 {
+		t.Fatalf("after the list and the next watch: %+v, want synced", got)
+	}
+	if n := len(logs.All()); n != 0 {
+		t.Fatalf("logged %d lines, want none: no request failed", n)
+	}
+
+	// A request failing after the gap: staleness still counts from the close.
+	h.closed()
+	now = now.Add(5 * watchGap)
+	h.listed(ctx, &url.Error{Op: "Get", URL: "https://127.0.0.1:1/apis", Err: syscall.ECONNREFUSED})
+	if got := h.snapshot(); got.Synced || got.Staleness != 5*watchGap {
+		t.Fatalf("a failed list after the gap: %+v, want stale %v, since the watch closed", got, 5*watchGap)
 	}
 }

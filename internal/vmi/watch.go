@@ -60,7 +60,10 @@ func NewWatcher(cfg *rest.Config, node string, logger *zap.Logger, h WatcherHand
 			o.LabelSelector = selector
 			wi, err := client.watch(ctx, o)
 			w.health.watched(ctx, err)
-			return wi, err
+			if err != nil {
+				return nil, err
+			}
+			return &followedWatch{Interface: wi, closed: w.health.closed}, nil
 		},
 	}
 	// Built by hand rather than by an informer factory, which adds a namespace index
@@ -155,4 +158,17 @@ func (w *Watcher) slim(obj any) (any, error) {
 	default:
 		return obj, nil
 	}
+}
+
+// followedWatch tells health when the reflector is done with a watch: it stops every
+// watch it is done with, whatever ended it.
+type followedWatch struct {
+	watch.Interface
+	closed func()
+	once   sync.Once
+}
+
+func (f *followedWatch) Stop() {
+	f.Interface.Stop()
+	f.once.Do(f.closed)
 }
