@@ -92,7 +92,8 @@ type health struct {
 
 	mu        sync.Mutex
 	watching  bool      // the last list or watch succeeded, and a watch has opened since
-	closedAt  time.Time // while watching: when the reflector let go of the last watch, if no other opened since
+	closedAt  time.Time // while watching: when the reflector let go of the last watch, until another opens
+	asking    bool      // the reflector asked for a list or watch since closedAt
 	goodUntil time.Time // when the watch last worked (Start, before it ever did)
 	lastErr   error     // the last failed request's error, to tell it apart in onError
 	failures  map[FailureReason]int64
@@ -101,12 +102,14 @@ type health struct {
 // faultInterval is how often a lasting outage of the watch is logged again.
 const faultInterval = time.Minute
 
-// watchGap is how long the watch may be closed, without a failed request, and still
-// count as working. The reflector opens the next watch at once when the API server
-// merely ended one (its timeout, every 5 to 10 minutes), but after an expired watch
-// (410 Gone, as after an API server restart) or a stream cut off mid-way it waits its
-// backoff, up to 30 s, before listing again: no request fails meanwhile, and nothing
-// is followed either.
+// watchGap is how long the reflector may hold no watch and ask for none, without a
+// failed request, and still count as working. It asks for the next watch at once when
+// the API server merely ended one (its timeout, every 5 to 10 minutes), but after an
+// expired watch (410 Gone, as after an API server restart) or a watch that closed at
+// once it waits its backoff, up to a minute, before asking again: no request fails
+// meanwhile, and nothing is followed either. A request in flight counts as asking:
+// the response to a watch may only arrive with its first event (behind a proxy that
+// holds headers back), and one that never comes is client-go's to time out.
 const watchGap = time.Second
 
 func newHealth(logger *zap.Logger, selector string, changed func()) *health {
@@ -153,13 +156,28 @@ func (h *health) watched(ctx context.Context, err error) {
 	}
 }
 
+// requesting records that the reflector asks for a list or a watch: it is no longer
+// between two watches.
+func (h *health) requesting() {
+	h.mu.Lock()
+	was := h.working()
+	h.asking = true
+	is := h.working()
+	h.mu.Unlock()
+	if is != was {
+		h.changed()
+	}
+}
+
 // closed records that the reflector let go of a watch: its stream ended, it expired,
-// or the informer stops. The watch stops working unless another opens within watchGap.
+// or the informer stops. The watch stops working unless the reflector asks for a list
+// or a watch within watchGap.
 func (h *health) closed() {
 	h.mu.Lock()
 	if h.watching && h.closedAt.IsZero() {
 		h.closedAt = h.now()
 	}
+	h.asking = false
 	h.mu.Unlock()
 	// Nothing else happens at watchGap when no other watch opens.
 	time.AfterFunc(watchGap, h.changed)
@@ -168,7 +186,7 @@ func (h *health) closed() {
 // working says whether the watch follows the API server, as far as requests tell.
 // h.mu must be held.
 func (h *health) working() bool {
-	return h.watching && (h.closedAt.IsZero() || h.now().Sub(h.closedAt) < watchGap)
+	return h.watching && (h.closedAt.IsZero() || h.asking || h.now().Sub(h.closedAt) < watchGap)
 }
 
 // failed records a failed request. A request that failed because the watch is
@@ -182,7 +200,7 @@ func (h *health) failed(ctx context.Context, err error) {
 	h.mu.Lock()
 	switch {
 	case h.watching && synced && !h.closedAt.IsZero():
-		h.goodUntil = h.closedAt // it worked until its last watch closed
+		h.goodUntil = h.closedAt // it followed until its last watch closed
 	case h.watching && synced:
 		h.goodUntil = h.now() // it worked until this request
 	}
@@ -221,7 +239,7 @@ func (h *health) snapshot() Health {
 	out := Health{Synced: synced && h.working(), Failures: make(map[FailureReason]int64, len(h.failures))}
 	switch {
 	case out.Synced:
-	case synced && h.watching: // closed for longer than watchGap, no request failed
+	case synced && h.watching: // no watch nor request for longer than watchGap, none failed
 		out.Staleness = h.now().Sub(h.closedAt)
 	default:
 		out.Staleness = h.now().Sub(h.goodUntil)

@@ -116,7 +116,8 @@ func TestHealthFollowsRequests(t *testing.T) {
 // expired one, while no request fails. Only a gap longer than watchGap is an outage.
 func TestHealthBetweenWatches(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
-	h := newHealth(zap.New(core), "kubevirt.io/nodeName=n", func() {})
+	var changes atomic.Int64
+	h := newHealth(zap.New(core), "kubevirt.io/nodeName=n", func() { changes.Add(1) })
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	h.now = func() time.Time { return now }
 	h.synced = func() bool { return true }
@@ -130,6 +131,11 @@ func TestHealthBetweenWatches(t *testing.T) {
 	if got := h.snapshot(); !got.Synced {
 		t.Fatalf("%v after a watch closed: %+v, want still synced", watchGap/2, got)
 	}
+	h.requesting()
+	now = now.Add(2 * watchGap) // a response that waits for its first event
+	if got := h.snapshot(); !got.Synced {
+		t.Fatalf("with the next watch requested: %+v, want synced", got)
+	}
 	h.watched(ctx, nil)
 	now = now.Add(2 * watchGap)
 	if got := h.snapshot(); !got.Synced {
@@ -141,7 +147,13 @@ func TestHealthBetweenWatches(t *testing.T) {
 	if got := h.snapshot(); got.Synced || got.Staleness != 3*watchGap {
 		t.Fatalf("%v after a watch closed with none opened since: %+v, want not synced, stale %v", 3*watchGap, got, 3*watchGap)
 	}
+	before := changes.Load()
+	h.requesting()
+	if changes.Load() == before {
+		t.Fatal("the relist that ends the gap was not told as a change of Synced")
+	}
 	h.listed(ctx, nil)
+	h.requesting()
 	h.watched(ctx, nil)
 	if got := h.snapshot(); !got.Synced || got.Staleness != 0 {
 		t.Fatalf("after the list and the next watch: %+v, want synced", got)
@@ -153,6 +165,7 @@ func TestHealthBetweenWatches(t *testing.T) {
 	// A request failing after the gap: staleness still counts from the close.
 	h.closed()
 	now = now.Add(5 * watchGap)
+	h.requesting()
 	h.listed(ctx, &url.Error{Op: "Get", URL: "https://127.0.0.1:1/apis", Err: syscall.ECONNREFUSED})
 	if got := h.snapshot(); got.Synced || got.Staleness != 5*watchGap {
 		t.Fatalf("a failed list after the gap: %+v, want stale %v, since the watch closed", got, 5*watchGap)

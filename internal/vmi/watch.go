@@ -52,12 +52,14 @@ func NewWatcher(cfg *rest.Config, node string, logger *zap.Logger, h WatcherHand
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector = selector
+			w.health.requesting()
 			list, err := client.list(ctx, o)
 			w.health.listed(ctx, err)
 			return list, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.LabelSelector = selector
+			w.health.requesting()
 			wi, err := client.watch(ctx, o)
 			w.health.watched(ctx, err)
 			if err != nil {

@@ -380,7 +380,7 @@ type metricKubevirtVmiHypervisorWatchSynced struct {
 // init fills kubevirt.vmi.hypervisor.watch.synced metric with initial data.
 func (m *metricKubevirtVmiHypervisorWatchSynced) init() {
 	m.data.SetName("kubevirt.vmi.hypervisor.watch.synced")
-	m.data.SetDescription("1 while the receiver sees its node's VMIs: the first list is done and the watch is open. 0 while the API server cannot be reached, refuses the collector (RBAC, credentials) or does not serve VMIs, before the first list, and while no watch has been open for a second (after an expired watch, until the list that follows).")
+	m.data.SetDescription("1 while the receiver sees its node's VMIs: the first list is done and the watch is open. 0 while the API server cannot be reached, refuses the collector (RBAC, credentials) or does not serve VMIs, before the first list, and while it has held no watch and asked for none for a second (client-go's backoff after an expired watch, until it lists again).")
 	m.data.SetUnit("")
 	m.data.SetEmptyGauge()
 }

@@ -187,7 +187,7 @@ func TestMetricsBuilder(t *testing.T) {
 					validatedMetrics["kubevirt.vmi.hypervisor.watch.synced"] = true
 					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-					assert.Equal(t, "1 while the receiver sees its node's VMIs: the first list is done and the watch is open. 0 while the API server cannot be reached, refuses the collector (RBAC, credentials) or does not serve VMIs, before the first list, and while no watch has been open for a second (after an expired watch, until the list that follows).", mi.Description())
+					assert.Equal(t, "1 while the receiver sees its node's VMIs: the first list is done and the watch is open. 0 while the API server cannot be reached, refuses the collector (RBAC, credentials) or does not serve VMIs, before the first list, and while it has held no watch and asked for none for a second (client-go's backoff after an expired watch, until it lists again).", mi.Description())
 					assert.Empty(t, mi.Unit())
 					dp := mi.Gauge().DataPoints().At(0)
 					assert.Equal(t, start, dp.StartTimestamp())
