@@ -136,6 +136,8 @@ func (p *apiProxy) serve(w http.ResponseWriter, r *http.Request) {
 	if watching := q.Get("watch") == "true" || q.Get("watch") == "1"; !watching {
 		_, _ = io.Copy(w, resp.Body)
 		return
+	} else if rc.Flush() != nil { // the headers at once, as kube-apiserver sends them
+		return
 	} else if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 		// Not JSON: passed on as it comes, without looking into it.
 		buf := make([]byte, 32<<10)

@@ -536,11 +536,14 @@ func (s *soak) startCanaries(ctx context.Context) error {
 
 // staleGrace is how long a collector may show watch_synced 1 without a canary change that
 // went through the API server. A collector that follows shows the change within
-// milliseconds (the status file, or the test driver, answer at once); one that does
-// not must say so: the receiver counts a watch closed for a second with no other open
-// as not synced, and sends its self-metrics within a second of a change; a scrape
-// every 100 ms sees it.
-const staleGrace = 3 * time.Second
+// milliseconds (the status file, or the test driver, answer at once). One whose
+// reflector holds no watch and asks for none (its backoff, up to a minute) must say
+// so within 2 s: the receiver counts a second of that as not synced, and sends its
+// self-metrics within a second of a change. But a request in flight counts as
+// following, since the receiver cannot tell a slow answer from none, and a
+// kube-apiserver that has just started answers a watch only once its watch cache is
+// filled: up to 5 s here.
+const staleGrace = 10 * time.Second
 
 // canariesUp turns every canary Running at the end of an API server fault; until the
 // quiet point, every scrape says when each collector showed its canary and how long it
