@@ -88,7 +88,7 @@ type soak struct {
 
 	api        *testenv.APIServer
 	client     dynamic.Interface
-	proxy      *apiProxy
+	proxy      *testenv.APIProxy
 	nodes      map[string]*testenv.Node
 	pods       map[string]*testenv.LauncherPod // by pod UID
 	collectors []*collector
@@ -273,7 +273,7 @@ func (s *soak) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	if s.proxy, err = startAPIProxy(s.api.Config, s.opts.Dir); err != nil {
+	if s.proxy, err = testenv.StartAPIProxy(s.api.Config, s.opts.Dir, nil); err != nil {
 		return err
 	}
 	s.kvm, _ = testenv.KVMUsable()
