@@ -54,7 +54,9 @@ func TestTiedProcessOutlivesItsStartersThread(t *testing.T) {
 	t.Cleanup(func() {
 		if alive {
 			_ = s.cmd.Process.Kill()
-			<-exited
+			if err := <-exited; err == nil {
+				t.Error("the tied process reported a clean exit after SIGKILL")
+			}
 		}
 	})
 	// Once the starter's thread is gone, a child it had forked has been sent its
