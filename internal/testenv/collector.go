@@ -83,14 +83,12 @@ func StartCollector(ctx context.Context, opts CollectorOptions) (*Collector, err
 	cmd := exec.Command(opts.Bin, args...)
 	cmd.Env = append(append(os.Environ(), opts.Env...), "PROMETHEUS_ENDPOINT="+endpoint)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	c := &Collector{MetricsURL: "http://" + endpoint + "/metrics", LogPath: logPath, cmd: cmd, done: make(chan error, 1)}
 	// Dies with its parent, so that a crashed test leaves no collector behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := startTied(cmd, func(err error) { c.done <- err; logFile.Close() }); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("starting %s: %w", opts.Bin, err)
 	}
-	c := &Collector{MetricsURL: "http://" + endpoint + "/metrics", LogPath: logPath, cmd: cmd, done: make(chan error, 1)}
-	go func() { c.done <- cmd.Wait(); logFile.Close() }()
 
 	err = Poll(ctx, 50*time.Millisecond, func() (bool, error) {
 		select {

@@ -17,6 +17,7 @@
 //
 //	doc.go         this overview; below, how libvirtd runs and where its files land
 //	kube.go        APIServer: etcd and kube-apiserver (envtest), VMIs and their status, users without rights, CRDs removed and restored
+//	apiproxy.go    APIProxy: between clients and the API server, cutting them off, counting lists and expired watches, editing objects
 //	libvirtd.go    Libvirtd's lifecycle: start, readiness, kill, restart, stop
 //	layout.go      its directories, libvirtd.conf, and the paths of its socket, log and state
 //	caps.go        the QEMU capability cache shared between daemons ("Timing" below)
@@ -27,6 +28,8 @@
 //	node.go        Node: a kubelet pods directory of virt-launcher-like pods, each a Libvirtd with one guest
 //	collector.go   Collector: the built otelcol-kubevirt and its Prometheus endpoint
 //	prometheus.go  Prometheus: a real server scraping given targets, and instant queries
+//	tied.go        starting a process that dies with this one, whichever thread started it
+//	daemons.go     RequireDaemons: the switch that lets tests start daemons (`make test` sets it)
 //	poll.go        Poll, which tests wait with instead of sleeping
 //	tb.go          TB, what the MustStartX wrappers need of a test
 //

@@ -93,14 +93,12 @@ func StartPrometheus(ctx context.Context, opts PrometheusOptions) (*Prometheus, 
 		"--web.listen-address="+addr,
 	)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	p := &Prometheus{URL: "http://" + addr, LogPath: logPath, cmd: cmd, done: make(chan error, 1)}
 	// Dies with its parent, so that a crashed test leaves no server behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := startTied(cmd, func(err error) { p.done <- err; logFile.Close() }); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
-	p := &Prometheus{URL: "http://" + addr, LogPath: logPath, cmd: cmd, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait(); logFile.Close() }()
 
 	err = Poll(ctx, 50*time.Millisecond, func() (bool, error) {
 		select {

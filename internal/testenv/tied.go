@@ -1,0 +1,37 @@
+package testenv
+
+import (
+	"os/exec"
+	"runtime"
+	"syscall"
+)
+
+// startTied starts cmd so that it gets SIGKILL when this process dies, and not before,
+// then calls exited with Wait's result once cmd has exited.
+//
+// Linux sends the parent-death signal (Pdeathsig) when the *thread* that forked the
+// child exits, not the whole process, and the Go runtime ends a thread when a goroutine
+// that locked it returns: [Libvirtd.StartDaemon] does so whenever a daemon exits. A
+// process forked from such a thread earlier, by a goroutine that merely ran on it,
+// would be killed then. So cmd is started from a goroutine that locks a thread of its
+// own and keeps it until cmd has exited: nothing else runs on that thread, and it ends
+// only after the child did.
+func startTied(cmd *exec.Cmd, exited func(error)) error {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	started := make(chan error, 1)
+	go func() {
+		// Deliberately never unlocked: the thread ends with this goroutine, after the
+		// child was reaped.
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		exited(cmd.Wait())
+	}()
+	return <-started
+}
