@@ -3,34 +3,17 @@ package detect
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
 )
 
-// testNode is a node for libvirt's in-process test driver: a domain of each type the
-// receiver knows, one it does not, and one defined but shut off.
-const testNode = `<node>
-  <domain type='kvm'><name>default_kvm-vm</name><memory>65536</memory><os><type arch='x86_64'>hvm</type></os></domain>
-  <domain type='qemu'><name>default_tcg-vm</name><memory>65536</memory><os><type arch='x86_64'>hvm</type></os></domain>
-  <domain type='hyperv'><name>other_mshv-vm</name><memory>65536</memory><os><type arch='x86_64'>hvm</type></os></domain>
-  <domain type='test'><name>default_test-vm</name><memory>65536</memory><os><type arch='x86_64'>hvm</type></os></domain>
-  <domain type='kvm' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
-    <name>default_stopped-vm</name><memory>65536</memory><os><type arch='x86_64'>hvm</type></os>
-    <test:runstate>5</test:runstate>
-  </domain>
-</node>`
-
 func TestURIReaderReadsEachVMIsDomainByItsName(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "node.xml")
-	if err := os.WriteFile(path, []byte(testNode), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r := NewURIReader("test://"+path, 5*time.Second, Handlers{})
+	uri := testenv.TestDriverURI(t)
+	r := NewURIReader(uri, 5*time.Second, Handlers{})
 	t.Cleanup(r.Close)
 	ctx := context.Background()
 
@@ -45,7 +28,7 @@ func TestURIReaderReadsEachVMIsDomainByItsName(t *testing.T) {
 		if err != nil || res.Type != want || conn != nil {
 			t.Errorf("%s: Detect = %+v, %v, %v; want %s and no launcher connection", key, res.Detection, conn, err, want)
 		}
-		if res.From != "test://"+path || res.XML == "" {
+		if res.From != uri || res.XML == "" {
 			t.Errorf("%s: read %d bytes from %q", key, len(res.XML), res.From)
 		}
 	}

@@ -3,38 +3,16 @@ package libvirtconn
 import (
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
 
-// testNode is a node for libvirt's in-process test driver: domains of every type the
-// receiver knows, one it does not, and one that is defined but shut off.
-const testNode = `<node>
-  <domain type='kvm'><name>default_kvm-vm</name><memory>65536</memory><os><type arch='x86_64'>hvm</type></os></domain>
-  <domain type='qemu'><name>default_tcg-vm</name><memory>65536</memory><os><type arch='x86_64'>hvm</type></os></domain>
-  <domain type='hyperv'><name>other_mshv-vm</name><memory>65536</memory><os><type arch='x86_64'>hvm</type></os></domain>
-  <domain type='test'><name>default_test-vm</name><memory>65536</memory><os><type arch='x86_64'>hvm</type></os></domain>
-  <domain type='kvm' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
-    <name>default_stopped-vm</name><memory>65536</memory><os><type arch='x86_64'>hvm</type></os>
-    <test:runstate>5</test:runstate>
-  </domain>
-</node>`
-
-func testDriverURI(t *testing.T) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "node.xml")
-	if err := os.WriteFile(path, []byte(testNode), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return "test://" + path
-}
-
 func TestConnDetectsEachDomainTypeThroughLibvirt(t *testing.T) {
-	c := New(testDriverURI(t), 5*time.Second, Handlers{})
+	c := New(testenv.TestDriverURI(t), 5*time.Second, Handlers{})
 	t.Cleanup(c.Close)
 
 	for name, want := range map[string]hypervisor.Type{
@@ -58,7 +36,7 @@ func TestConnDetectsEachDomainTypeThroughLibvirt(t *testing.T) {
 }
 
 func TestConnReportsMissingAndStoppedDomainsAsNotFound(t *testing.T) {
-	c := New(testDriverURI(t), 5*time.Second, Handlers{})
+	c := New(testenv.TestDriverURI(t), 5*time.Second, Handlers{})
 	t.Cleanup(c.Close)
 
 	for _, name := range []string{"default_no-such-vm", "default_stopped-vm"} {

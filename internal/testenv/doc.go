@@ -18,6 +18,7 @@
 //	doc.go         this overview; below, how libvirtd runs and where its files land
 //	kube.go        APIServer: etcd and kube-apiserver (envtest), VMIs and their status, users without rights, CRDs removed and restored
 //	apiproxy.go    APIProxy: between clients and the API server, cutting them off, counting lists and expired watches, editing objects
+//	testdriver.go  TestDriverNode and TestDriverURI: libvirt's in-process test driver with a domain of each type
 //	libvirtd.go    Libvirtd's lifecycle: start, readiness, kill, restart, stop
 //	layout.go      its directories, libvirtd.conf, and the paths of its socket, log and state
 //	caps.go        the QEMU capability cache shared between daemons ("Timing" below)
