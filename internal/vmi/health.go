@@ -67,8 +67,9 @@ func classify(err error) FailureReason {
 // Health is the state of the VMI watch, as the receiver reports it.
 type Health struct {
 	// Synced is true while the watch follows the API server: the first list is done,
-	// the last request succeeded and a watch is open (or was let go of less than
-	// watchGap ago, as the reflector does between two watches).
+	// the last request succeeded, and a watch is open, or the reflector has asked for
+	// a list or a watch since it let go of the last one, or did so less than watchGap
+	// ago (see watchGap).
 	Synced bool
 	// Staleness is 0 while Synced; otherwise how long since the watch last worked, or
 	// since Start if it never did.
