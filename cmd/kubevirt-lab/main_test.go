@@ -33,15 +33,11 @@ func TestLabAsMakeRunsIt(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	release, err := cluster.HoldHost(ctx)
+	before, release, err := cluster.HoldHost(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(release)
-	before, err := cluster.ReadHostState()
-	if err != nil {
-		t.Fatal(err)
-	}
 	bin := filepath.Join(t.TempDir(), "kubevirt-lab")
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)

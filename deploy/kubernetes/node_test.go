@@ -62,15 +62,11 @@ func startRealNode(t *testing.T) *realNode {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	release, err := cluster.HoldHost(ctx)
+	before, release, err := cluster.HoldHost(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(release)
-	before, err := cluster.ReadHostState()
-	if err != nil {
-		t.Fatal(err)
-	}
 	c, err := cluster.Start(ctx, cluster.Options{Images: images, Progress: t.Logf})
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 // HostState is what a node could leave behind on the host, read at one moment:
 // taken before Start and compared after Stop (or after its owner died and the
 // watchdog ran), it tells whether the teardown removed everything. Another node
-// coming or going in between would spoil the comparison: hold HoldHost throughout.
+// coming or going in between would spoil the comparison, hence HoldHost.
 type HostState struct {
 	iptables []string // rules and chains of every table, counters left out
 	links    []string
@@ -26,18 +26,22 @@ type HostState struct {
 // only one such test runs at a time on the machine.
 const hostLockPath = "/run/lock/otelcol-kubevirt-host.lock"
 
-// HoldHost waits until no other holder compares the host's state, then holds that
-// right until release is called.
-func HoldHost(ctx context.Context) (release func(), err error) {
+// HoldHost waits until no other holder compares the host's state, reads it, and holds
+// that right until release is called: compare with before.Leftovers before releasing.
+func HoldHost(ctx context.Context) (before HostState, release func(), err error) {
 	f, err := lockWait(ctx, hostLockPath, func() {})
 	if err != nil {
-		return nil, err
+		return HostState{}, nil, err
 	}
-	return func() { f.Close() }, nil
+	if before, err = readHostState(); err != nil {
+		f.Close()
+		return HostState{}, nil, err
+	}
+	return before, func() { f.Close() }, nil
 }
 
-// ReadHostState reads the host's state as Leftovers compares it.
-func ReadHostState() (HostState, error) {
+// readHostState reads the host's state as Leftovers compares it.
+func readHostState() (HostState, error) {
 	s := HostState{sysctls: map[string]string{}}
 	out, err := exec.Command("iptables-save").Output()
 	if err != nil {
@@ -85,7 +89,7 @@ func ReadHostState() (HostState, error) {
 // cgroups, state directories, network devices, iptables rules, mounts, host
 // settings. It is empty when the teardown removed everything.
 func (before HostState) Leftovers() ([]string, error) {
-	now, err := ReadHostState()
+	now, err := readHostState()
 	if err != nil {
 		return nil, err
 	}
