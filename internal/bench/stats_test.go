@@ -2,14 +2,14 @@ package bench
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/percentile"
 )
 
 // latencies collects one duration per operation and reports percentiles, which a
@@ -17,15 +17,7 @@ import (
 type latencies []time.Duration
 
 // percentile returns the q-quantile (0 < q <= 1) by the nearest-rank method.
-func (l latencies) percentile(q float64) time.Duration {
-	if len(l) == 0 {
-		return 0
-	}
-	s := slices.Clone(l)
-	slices.Sort(s)
-	rank := int(math.Ceil(q*float64(len(s)))) - 1
-	return s[max(rank, 0)]
-}
+func (l latencies) percentile(q float64) time.Duration { return percentile.Of(l, q) }
 
 // report adds <prefix>p50-<unit>, <prefix>p99-<unit> and <prefix>max-<unit> to b's
 // results, in unit (time.Microsecond or time.Millisecond).

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"slices"
 	"sort"
@@ -14,6 +13,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/percentile"
 )
 
 const (
@@ -117,14 +118,7 @@ func compare(want map[string]map[Series]bool, got map[string]endpoint) map[strin
 // latencies are convergence times of one class of burst.
 type latencies []time.Duration
 
-func (l latencies) percentile(q float64) time.Duration {
-	if len(l) == 0 {
-		return 0
-	}
-	s := slices.Clone(l)
-	slices.Sort(s)
-	return s[max(int(math.Ceil(q*float64(len(s))))-1, 0)]
-}
+func (l latencies) percentile(q float64) time.Duration { return percentile.Of(l, q) }
 
 // Mismatch is a moment when an endpoint did not show what it must.
 type Mismatch struct {
