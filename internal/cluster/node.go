@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/tied"
 )
 
 // The node is a mount and a network namespace of its own, like a small VM sharing
@@ -217,14 +219,16 @@ func (c *Cluster) startProcess(name string, env []string, command string, args .
 	cmd.Dir = c.dir
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// Killed with its owner; containers and shims, which outlive a killed daemon,
-	// are the watchdog's (teardown.sh).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	// Killed with its owner (tied.Start: from a thread that lives as long as the
+	// child, since the node's test also runs testenv's Prometheus, whose starter ends
+	// its thread when Prometheus exits, and a daemon forked from that thread earlier
+	// was killed with it); containers and shims, which outlive a killed daemon, are
+	// the watchdog's (teardown.sh).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p := &process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{})}
+	if err := tied.Start(cmd, func(err error) { p.err = err; close(p.done) }); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); close(p.done) }()
 	c.procs = append(c.procs, p)
 	return p, nil
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/scrape"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/tied"
 )
 
 // CollectorBinEnv names the environment variable that points tests at the built
@@ -85,7 +86,7 @@ func StartCollector(ctx context.Context, opts CollectorOptions) (*Collector, err
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	c := &Collector{MetricsURL: "http://" + endpoint + "/metrics", LogPath: logPath, cmd: cmd, done: make(chan error, 1)}
 	// Dies with its parent, so that a crashed test leaves no collector behind.
-	if err := startTied(cmd, func(err error) { c.done <- err; logFile.Close() }); err != nil {
+	if err := tied.Start(cmd, func(err error) { c.done <- err; logFile.Close() }); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("starting %s: %w", opts.Bin, err)
 	}

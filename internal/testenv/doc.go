@@ -29,7 +29,6 @@
 //	node.go        Node: a kubelet pods directory of virt-launcher-like pods, each a Libvirtd with one guest
 //	collector.go   Collector: the built otelcol-kubevirt and its Prometheus endpoint
 //	prometheus.go  Prometheus: a real server scraping given targets, and instant queries
-//	tied.go        starting a process that dies with this one, whichever thread started it
 //	daemons.go     RequireDaemons: the switch that lets tests start daemons (`make test` sets it)
 //	poll.go        Poll, which tests wait with instead of sleeping
 //	tb.go          TB, what the MustStartX wrappers need of a test

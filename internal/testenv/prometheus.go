@@ -19,6 +19,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/tied"
 )
 
 // PrometheusBinary is where Debian's prometheus package installs the server; the
@@ -95,7 +97,7 @@ func StartPrometheus(ctx context.Context, opts PrometheusOptions) (*Prometheus, 
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	p := &Prometheus{URL: "http://" + addr, LogPath: logPath, cmd: cmd, done: make(chan error, 1)}
 	// Dies with its parent, so that a crashed test leaves no server behind.
-	if err := startTied(cmd, func(err error) { p.done <- err; logFile.Close() }); err != nil {
+	if err := tied.Start(cmd, func(err error) { p.done <- err; logFile.Close() }); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}

@@ -1,7 +1,6 @@
-package testenv
+package tied
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,7 +10,7 @@ import (
 	"time"
 )
 
-// A process started by startTied outlives the thread of the goroutine that started it,
+// A process started by Start outlives the thread of the goroutine that started it,
 // which the Go runtime ends when that goroutine locked it and returns (as Libvirtd's
 // daemon goroutines do). Started from that thread, Pdeathsig would kill it.
 func TestTiedProcessOutlivesItsStartersThread(t *testing.T) {
@@ -37,7 +36,7 @@ func TestTiedProcessOutlivesItsStartersThread(t *testing.T) {
 				return
 			}
 			cmd := exec.Command("sleep", "600")
-			err := startTied(cmd, func(err error) { exited <- err })
+			err := Start(cmd, func(err error) { exited <- err })
 			ch <- &started{cmd, syscall.Gettid(), err}
 		}()
 		if s = <-ch; s != nil {
@@ -61,14 +60,13 @@ func TestTiedProcessOutlivesItsStartersThread(t *testing.T) {
 	})
 	// Once the starter's thread is gone, a child it had forked has been sent its
 	// parent-death signal.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := Poll(ctx, 10*time.Millisecond, func() (bool, error) {
-		_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", s.tid))
-		return os.IsNotExist(err), nil
-	})
-	if err != nil {
-		t.Fatalf("the starting goroutine's thread %d (pid %d) did not end: %v", s.tid, os.Getpid(), err)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", s.tid)); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the starting goroutine's thread %d (pid %d) did not end within 10 s", s.tid, os.Getpid())
+		}
 	}
 	select {
 	case err := <-exited:

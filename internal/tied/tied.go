@@ -1,4 +1,7 @@
-package testenv
+// Package tied starts child processes that die with this process, and not before,
+// whichever goroutine starts them. It does not stop them, collect their output or
+// restart them: the caller does, through the exec.Cmd and the exit callback.
+package tied
 
 import (
 	"os/exec"
@@ -6,17 +9,18 @@ import (
 	"syscall"
 )
 
-// startTied starts cmd so that it gets SIGKILL when this process dies, and not before,
+// Start starts cmd so that it gets SIGKILL when this process dies, and not before,
 // then calls exited with Wait's result once cmd has exited.
 //
 // Linux sends the parent-death signal (Pdeathsig) when the *thread* that forked the
 // child exits, not the whole process, and the Go runtime ends a thread when a goroutine
-// that locked it returns: [Libvirtd.StartDaemon] does so whenever a daemon exits. A
+// that locked it returns, as this package's own starters and testenv's libvirtd
+// harness do whenever their child exits. A
 // process forked from such a thread earlier, by a goroutine that merely ran on it,
 // would be killed then. So cmd is started from a goroutine that locks a thread of its
 // own and keeps it until cmd has exited: nothing else runs on that thread, and it ends
 // only after the child did.
-func startTied(cmd *exec.Cmd, exited func(error)) error {
+func Start(cmd *exec.Cmd, exited func(error)) error {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
