@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/launcher"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/scrape"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/tied"
 )
 
 // scrapeGuests is how many real guests the scrape comparison runs: BENCH_SCRAPE_GUESTS,
@@ -129,8 +129,9 @@ const (
 )
 
 type scrapeTimeExporter struct {
-	cmd *exec.Cmd
-	url string
+	cmd    *exec.Cmd
+	exited chan struct{}
+	url    string
 }
 
 // startScrapeTimeExporter runs this test binary as the at-scrape exporter for uri and
@@ -144,11 +145,10 @@ func startScrapeTimeExporter(uri string) (*scrapeTimeExporter, error) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), scrapeTimeExporterEnv+"="+uri, scrapeTimeExporterAddrEnv+"="+addr)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	e := &scrapeTimeExporter{cmd: cmd, exited: make(chan struct{}), url: "http://" + addr + "/metrics"}
+	if err := tied.Start(cmd, func(error) { close(e.exited) }); err != nil {
 		return nil, err
 	}
-	e := &scrapeTimeExporter{cmd: cmd, url: "http://" + addr + "/metrics"}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := testenv.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
@@ -163,7 +163,7 @@ func startScrapeTimeExporter(uri string) (*scrapeTimeExporter, error) {
 
 func (e *scrapeTimeExporter) stop() {
 	_ = e.cmd.Process.Kill()
-	_ = e.cmd.Wait()
+	<-e.exited
 }
 
 // runScrapeTimeExporter serves, on addr, one line per running domain of the libvirt at

@@ -8,12 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/kube"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/tied"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
 )
 
@@ -26,7 +26,8 @@ const watchOnlyEnv = "BENCH_WATCH_ONLY_NODE"
 const watchOnlySynced = "synced"
 
 type watchOnly struct {
-	cmd *exec.Cmd
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
 // startWatchOnly runs this test binary as a watch-only process for node of c and
@@ -35,16 +36,15 @@ func startWatchOnly(c *cluster, node string) (*watchOnly, error) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), watchOnlyEnv+"="+node, "KUBECONFIG="+c.api.KubeconfigPath)
 	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	w := &watchOnly{cmd: cmd, exited: make(chan struct{})}
+	if err := tied.Start(cmd, func(error) { close(w.exited) }); err != nil {
 		return nil, err
 	}
-	w := &watchOnly{cmd: cmd}
-	synced := make(chan bool, 1)
+	synced := make(chan bool, 2) // true when it prints the line, false when its output ends
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
@@ -69,7 +69,7 @@ func startWatchOnly(c *cluster, node string) (*watchOnly, error) {
 
 func (w *watchOnly) stop() {
 	_ = w.cmd.Process.Kill()
-	_ = w.cmd.Wait()
+	<-w.exited
 }
 
 // runWatchOnly watches node's VMIs as the receiver does (internal/vmi's watcher, the

@@ -19,6 +19,7 @@ import (
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/launcher"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/tied"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
 )
 
@@ -90,13 +91,19 @@ stdio_handler = "file"
 	defer logf.Close()
 	cmd := exec.Command(unshare, "-m", "/bin/sh", "-c", rootLauncherScript, "root-launcher", vol, priv, binary)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	exited := make(chan struct{})
+	var exitErr error
+	if err := tied.Start(cmd, func(err error) { exitErr = err; close(exited) }); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
+		select {
+		case <-exited: // nothing here stops it before this point
+			b, _ := os.ReadFile(logf.Name())
+			t.Errorf("the root libvirtd exited during the test (%v); its log:\n%s", exitErr, b)
+		default:
+		}
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-exited
 		// QEMU daemonizes out of the process group; libvirt left its pid here.

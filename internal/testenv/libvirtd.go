@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +23,8 @@ import (
 	"time"
 
 	"libvirt.org/go/libvirt"
+
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/tied"
 )
 
 // DefaultUser is the account libvirtd runs as when the caller is root and
@@ -282,32 +283,23 @@ func (d *Libvirtd) StartDaemon(ctx context.Context) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Credential: d.cred,
 		Setpgid:    true, // KillDaemon signals the group: libvirtd and non-daemonized helpers
-		Pdeathsig:  syscall.SIGKILL,
 	}
 
-	// Pdeathsig fires when the *thread* that forked exits, not the process.
-	// Go may retire threads (e.g. after a LockOSThread goroutine returns), so
-	// fork from a locked thread that lives exactly as long as the daemon.
 	p := &daemonProc{done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// Deliberately never unlocked: the thread exits with this goroutine,
-		// which happens only after the daemon has been reaped. That also
-		// confines the CPU pinning below to this thread.
+	// The pinning is confined to the thread that forks libvirtd, which tied keeps
+	// for libvirtd alone.
+	pin := func() {
 		if err := pinToFirstCPU(); err != nil {
 			d.logNote("pinning libvirtd to one CPU failed, QEMU capabilities may be re-probed: %v", err)
 		}
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		p.pid = cmd.Process.Pid
-		started <- nil
-		p.err = cmd.Wait()
+	}
+	err = tied.StartOnThread(cmd, pin, func(err error) {
+		p.err = err
 		close(p.done)
-	}()
-	err = <-started
+	})
+	if err == nil {
+		p.pid = cmd.Process.Pid
+	}
 	logf.Close() // the child holds its own copy
 	if err != nil {
 		return fmt.Errorf("starting libvirtd: %w", err)

@@ -21,6 +21,13 @@ import (
 // own and keeps it until cmd has exited: nothing else runs on that thread, and it ends
 // only after the child did.
 func Start(cmd *exec.Cmd, exited func(error)) error {
+	return StartOnThread(cmd, nil, exited)
+}
+
+// StartOnThread is Start with onThread, if not nil, run first on the thread that
+// forks cmd. What onThread sets on that thread (a CPU affinity) the child inherits,
+// and nothing else is affected by it, since nothing else runs on that thread.
+func StartOnThread(cmd *exec.Cmd, onThread func(), exited func(error)) error {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
@@ -30,6 +37,9 @@ func Start(cmd *exec.Cmd, exited func(error)) error {
 		// Deliberately never unlocked: the thread ends with this goroutine, after the
 		// child was reaped.
 		runtime.LockOSThread()
+		if onThread != nil {
+			onThread()
+		}
 		if err := cmd.Start(); err != nil {
 			started <- err
 			return
