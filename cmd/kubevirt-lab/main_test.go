@@ -26,10 +26,10 @@ import (
 // SIGKILL, leaving the teardown to its watchdog: nothing may be left on the host.
 func TestLabAsMakeRunsIt(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("skipping: the lab needs root")
+		testenv.Unavailable(t, "the lab needs root")
 	}
 	if _, err := lab.ImagesFromEnv(); err != nil || os.Getenv("KUBEBUILDER_ASSETS") == "" || os.Getenv("CONTAINERD_ASSETS") == "" {
-		t.Skipf("skipping: the lab needs the binaries and images `make test` builds and names (%v)", err)
+		testenv.Unavailable(t, "the lab needs the binaries and images `make test` builds and names (%v)", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -40,7 +40,7 @@ type realNode struct {
 func startRealNode(t *testing.T) *realNode {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("skipping: the real node needs root")
+		testenv.Unavailable(t, "the real node needs root")
 	}
 	// `make test` names all of them; a plain `go test` none.
 	env := []string{"KUBEBUILDER_ASSETS", "CONTAINERD_ASSETS", "PROMETHEUS_ASSETS", lab.CollectorImageEnv, lab.LabImagesEnv}
@@ -51,7 +51,7 @@ func startRealNode(t *testing.T) *realNode {
 		}
 	}
 	if len(missing) == len(env) {
-		t.Skip("skipping: the real node needs its binaries and images, which `make test` builds and names")
+		testenv.Unavailable(t, "the real node needs its binaries and images, which `make test` builds and names")
 	}
 	if len(missing) > 0 {
 		t.Fatalf("%s not set (`make test` sets them)", strings.Join(missing, ", "))

@@ -69,7 +69,7 @@ func collectorBinary(t *testing.T) string {
 	t.Helper()
 	bin := os.Getenv(testenv.CollectorBinEnv)
 	if bin == "" {
-		t.Skipf("skipping: %s is not set; `make test` builds the collector and sets it", testenv.CollectorBinEnv)
+		testenv.Unavailable(t, "%s is not set; `make test` builds the collector and sets it", testenv.CollectorBinEnv)
 	}
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("%s: %v", testenv.CollectorBinEnv, err)

@@ -38,7 +38,7 @@ func startSink(ctx context.Context, t *testing.T) *sink {
 	t.Helper()
 	bin := os.Getenv(testCollectorBinEnv)
 	if bin == "" {
-		t.Skipf("skipping: %s is not set; `make test` builds the test distribution and sets it", testCollectorBinEnv)
+		testenv.Unavailable(t, "%s is not set; `make test` builds the test distribution and sets it", testCollectorBinEnv)
 	}
 	port, err := testenv.FreePort()
 	if err != nil {

@@ -270,11 +270,11 @@ func TestMinimalPrivileges(t *testing.T) {
 		return
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root to drop capabilities from")
+		testenv.Unavailable(t, "needs root to drop capabilities from")
 	}
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
-		t.Skipf("skipping: %v", err)
+		testenv.Unavailable(t, "%v", err)
 	}
 	node := testenv.MustStartNode(t, testenv.NodeOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -45,14 +45,14 @@ func startRootLauncher(t *testing.T, node *testenv.Node) string {
 	t.Helper()
 	binary, err := testenv.LookupLibvirtd()
 	if err != nil {
-		t.Skipf("skipping: %v", err)
+		testenv.Unavailable(t, "%v", err)
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("skipping: a root launcher needs root")
+		testenv.Unavailable(t, "a root launcher needs root")
 	}
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
-		t.Skipf("skipping: %v", err)
+		testenv.Unavailable(t, "%v", err)
 	}
 	var b [16]byte
 	_, _ = rand.Read(b[:])

@@ -26,13 +26,13 @@ func TestSoak(t *testing.T) {
 	testenv.RequireDaemons(t, "kube-apiserver, libvirtds with QEMU guests and three collectors for a minute")
 	bin := os.Getenv(testenv.CollectorBinEnv)
 	if bin == "" {
-		t.Skipf("skipping: %s is not set; `make test` and `make soak` build the collector and set it", testenv.CollectorBinEnv)
+		testenv.Unavailable(t, "%s is not set; `make test` and `make soak` build the collector and set it", testenv.CollectorBinEnv)
 	}
 	if _, err := testenv.KubeAssetsDir(); errors.Is(err, testenv.ErrKubeAssetsMissing) && os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skipf("skipping: %v", err)
+		testenv.Unavailable(t, "%v", err)
 	}
 	if _, err := testenv.LookupLibvirtd(); err != nil {
-		t.Skipf("skipping: %v", err)
+		testenv.Unavailable(t, "%v", err)
 	}
 	d := defaultSoakTime
 	if v := os.Getenv("SOAK_TIME"); v != "" {

@@ -211,7 +211,7 @@ func MustStartAPIServer(tb TB) *APIServer {
 	defer cancel()
 	api, err := StartAPIServer(ctx)
 	if errors.Is(err, ErrKubeAssetsMissing) && os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		tb.Skipf("skipping: %v", err)
+		Unavailable(tb, "%v", err)
 	}
 	if err != nil {
 		tb.Fatalf("starting kube-apiserver: %v", err)

@@ -532,7 +532,7 @@ func MustStartLibvirtd(tb TB, opts LibvirtdOptions) *Libvirtd {
 	defer cancel()
 	d, err := StartLibvirtd(ctx, opts)
 	if errors.Is(err, ErrLibvirtdNotFound) {
-		tb.Skipf("skipping: %v", err)
+		Unavailable(tb, "%v", err)
 	}
 	if err != nil {
 		tb.Fatalf("starting libvirtd: %v", err)

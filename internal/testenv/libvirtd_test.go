@@ -26,7 +26,7 @@ func startLibvirtdForTest(t *testing.T, opts LibvirtdOptions) *Libvirtd {
 	t.Helper()
 	RequireDaemons(t, "libvirtd")
 	if _, err := LookupLibvirtd(); err != nil {
-		t.Skipf("skipping: %v", err)
+		Unavailable(t, "%v", err)
 	}
 	if opts.CapsCacheDir == "" {
 		opts.CapsCacheDir = DefaultCapsCacheDir()
@@ -217,7 +217,7 @@ func TestLibvirtdCleanupAfterOwnerDies(t *testing.T) {
 	}
 	RequireDaemons(t, "libvirtd and a QEMU guest")
 	if _, err := LookupLibvirtd(); err != nil {
-		t.Skipf("skipping: %v", err)
+		Unavailable(t, "%v", err)
 	}
 	line := killedOwnerReport(t, "TestLibvirtdCleanupAfterOwnerDies", "TESTENV_OWNER_CHILD=1")
 	var home, dir string
@@ -262,7 +262,7 @@ func ownerChild() {
 
 func TestLibvirtdRejectsLongDir(t *testing.T) {
 	if _, err := LookupLibvirtd(); err != nil {
-		t.Skipf("skipping: %v", err)
+		Unavailable(t, "%v", err)
 	}
 	_, err := StartLibvirtd(context.Background(), LibvirtdOptions{Dir: "/tmp/" + strings.Repeat("x", 40)})
 	if err == nil || !strings.Contains(err.Error(), "unix socket") {

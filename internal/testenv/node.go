@@ -407,7 +407,7 @@ func MustStartNode(tb TB, opts NodeOptions) *Node {
 	tb.Helper()
 	RequireDaemons(tb, "launcher pods with libvirtd and QEMU guests")
 	if _, err := LookupLibvirtd(); err != nil {
-		tb.Skipf("skipping: %v", err)
+		Unavailable(tb, "%v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -165,7 +165,7 @@ func TestNodeCleanupAfterOwnerDies(t *testing.T) {
 	}
 	RequireDaemons(t, "a launcher pod with libvirtd and a QEMU guest")
 	if _, err := LookupLibvirtd(); err != nil {
-		t.Skipf("skipping: %v", err)
+		Unavailable(t, "%v", err)
 	}
 	line := killedOwnerReport(t, "TestNodeCleanupAfterOwnerDies", "TESTENV_NODE_OWNER_CHILD=1")
 	var link, dir, home string
