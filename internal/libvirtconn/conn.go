@@ -56,21 +56,19 @@ func (c *Conn) URI() string { return c.uri }
 // DomainXML returns the live XML of the running domain called name. It returns an error
 // wrapping ErrNotFound when no such domain runs.
 func (c *Conn) DomainXML(ctx context.Context, name string) (string, error) {
-	var xml string
-	err := c.withTimeout(ctx, func() error {
+	return withTimeout(ctx, c, func() (string, error) {
 		conn, err := c.connection()
 		if err != nil {
-			return err
+			return "", err
 		}
-		xml, err = lookupXML(conn, name)
+		xml, err := lookupXML(conn, name)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			if alive, aerr := conn.IsAlive(); aerr != nil || !alive {
 				c.drop(conn)
 			}
 		}
-		return err
+		return xml, err
 	})
-	return xml, err
 }
 
 func lookupXML(conn *libvirt.Connect, name string) (string, error) {
@@ -200,19 +198,28 @@ func (c *Conn) closeLocked() {
 	c.conn = nil
 }
 
-// withTimeout runs call, returning early if it takes longer than the Conn's timeout or
-// ctx ends. libvirt's C calls cannot be interrupted, so a call that overruns finishes in
-// the background and its result is discarded.
-func (c *Conn) withTimeout(ctx context.Context, call func() error) error {
+// withTimeout runs call, returning early if it takes longer than c's timeout or ctx
+// ends. libvirt's C calls cannot be interrupted, so a call that overruns finishes in
+// the background and its result is discarded: it reaches the caller only through the
+// channel, never through a variable the caller may be reading by then.
+func withTimeout[T any](ctx context.Context, c *Conn, call func() (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- call() }()
+	type result struct {
+		val T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		val, err := call()
+		done <- result{val, err}
+	}()
 	select {
-	case err := <-done:
-		return err
+	case r := <-done:
+		return r.val, r.err
 	case <-ctx.Done():
-		return fmt.Errorf("libvirt at %s: %w", c.uri, ctx.Err())
+		var zero T
+		return zero, fmt.Errorf("libvirt at %s: %w", c.uri, ctx.Err())
 	}
 }
 

@@ -3,6 +3,8 @@ package libvirtconn
 import (
 	"context"
 	"errors"
+	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -10,7 +12,7 @@ import (
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
 
-// TestClientDetectsRealGuestsOnALauncherLikeLibvirtd talks to a real libvirtd in
+// TestConnDetectsRealGuestsOnALauncherLikeLibvirtd talks to a real libvirtd in
 // session mode, as an unprivileged user with a private socket (the way a KubeVirt
 // launcher runs it), running real QEMU guests.
 func TestConnDetectsRealGuestsOnALauncherLikeLibvirtd(t *testing.T) {
@@ -55,7 +57,7 @@ func TestConnDetectsRealGuestsOnALauncherLikeLibvirtd(t *testing.T) {
 	}
 }
 
-// TestClientHearsGuestsStartAndReconnectsAfterLibvirtdRestarts covers the two things a
+// TestConnHearsGuestsStartAndReconnectsAfterLibvirtdRestarts covers the two things a
 // long-lived client must notice by itself: a domain that starts (so that a VMI waiting
 // for it is detected at once) and a libvirtd that went away and came back.
 func TestConnHearsGuestsStartAndReconnectsAfterLibvirtdRestarts(t *testing.T) {
@@ -100,5 +102,68 @@ func receive[T any](ctx context.Context, t *testing.T, ch <-chan T, what string)
 		t.Fatalf("no %s", what)
 		var zero T
 		return zero
+	}
+}
+
+// TestConnGivesUpOnAHungLibvirtd: a libvirtd that stops answering (SIGSTOP) costs a
+// read its timeout, not more; the read that overran ends once libvirtd answers again
+// and hands its late result to no one (under -race this failed: it wrote the result
+// the caller had already returned); the next reads work.
+func TestConnGivesUpOnAHungLibvirtd(t *testing.T) {
+	lv := testenv.MustStartLibvirtd(t, testenv.LibvirtdOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := lv.StartGuest(ctx, "default_hung-vm", "qemu"); err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 300 * time.Millisecond
+	c := New(lv.URI(), timeout, Handlers{})
+	t.Cleanup(c.Close)
+	if _, err := c.DomainXML(ctx, "default_hung-vm"); err != nil {
+		t.Fatalf("before the hang: %v", err)
+	}
+
+	pid := lv.PID()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	resume := func() {
+		if stopped {
+			stopped = false
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer resume()
+	goroutines := runtime.NumGoroutine()
+	begin := time.Now()
+	xml, err := c.DomainXML(ctx, "default_hung-vm")
+	took := time.Since(begin)
+	if !errors.Is(err, context.DeadlineExceeded) || xml != "" {
+		t.Errorf("from a stopped libvirtd: %q, %v; want no XML and a deadline error", xml, err)
+	}
+	if took < timeout || took > timeout+2*time.Second {
+		t.Errorf("the read took %v; want its timeout, %v", took, timeout)
+	}
+
+	resume()
+	// The overrun read completes now, in the background, and its goroutine ends. Its
+	// end is awaited without a libvirt call: one would order the test's read of the
+	// result before the late write, and hide from -race the race this test is for.
+	err = testenv.Poll(ctx, 10*time.Millisecond, func() (bool, error) {
+		return runtime.NumGoroutine() <= goroutines, nil
+	})
+	if err != nil {
+		t.Fatalf("the overrun read's goroutine did not end after libvirtd resumed (%d goroutines, %d before): %v",
+			runtime.NumGoroutine(), goroutines, err)
+	}
+	err = testenv.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
+		xml, err := c.DomainXML(ctx, "default_hung-vm")
+		return err == nil && xml != "", nil
+	})
+	if err != nil {
+		t.Fatalf("no XML after libvirtd resumed: %v", err)
 	}
 }
