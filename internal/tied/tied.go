@@ -14,12 +14,11 @@ import (
 //
 // Linux sends the parent-death signal (Pdeathsig) when the *thread* that forked the
 // child exits, not the whole process, and the Go runtime ends a thread when a goroutine
-// that locked it returns, as this package's own starters and testenv's libvirtd
-// harness do whenever their child exits. A
-// process forked from such a thread earlier, by a goroutine that merely ran on it,
-// would be killed then. So cmd is started from a goroutine that locks a thread of its
-// own and keeps it until cmd has exited: nothing else runs on that thread, and it ends
-// only after the child did.
+// that locked it returns, as this package's own starters do whenever their child
+// exits. A process forked from such a thread earlier, by a goroutine that merely ran
+// on it, would be killed then. So cmd is started from a goroutine that locks a thread
+// of its own and keeps it until cmd has exited: nothing else runs on that thread, and
+// it ends only after the child did.
 func Start(cmd *exec.Cmd, exited func(error)) error {
 	return StartOnThread(cmd, nil, exited)
 }
