@@ -42,12 +42,18 @@ have_image() { buildah images --quiet "$1" >/dev/null 2>&1; }
 image_id() { buildah images --quiet --no-trunc "$1" | head -n 1; }
 
 # bud builds a Dockerfile with the local bases and the machine's CA bundle and Go caches.
+# On a new machine the caches do not exist yet, and buildah refuses to mount a missing
+# directory: make them, empty, as go itself would on its first download or build.
 bud() {
+	local modcache gocache
+	modcache="$(go env GOMODCACHE)"
+	gocache="$(go env GOCACHE)"
+	mkdir -p "${modcache}" "${gocache}"
 	buildah bud --isolation chroot --pull-never --layers --quiet \
 		--build-arg "GO_IMAGE=${go_image}" --build-arg "BASE_IMAGE=${base_image}" \
 		--volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
-		--volume "$(go env GOMODCACHE):/go/pkg/mod" \
-		--volume "$(go env GOCACHE):/root/.cache/go-build" \
+		--volume "${modcache}:/go/pkg/mod" \
+		--volume "${gocache}:/root/.cache/go-build" \
 		"$@" >/dev/null
 }
 
