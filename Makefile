@@ -2,14 +2,19 @@
 # See README.md for what each target needs and how long it takes.
 
 GO          ?= go
-OCB_VERSION := v0.161.0
+OCB_VERSION := v0.165.0
 BIN         := bin/otelcol-kubevirt
 # The test distribution: the collector plus the components only tests use
 # (builder-config-test.yaml).
 TEST_BIN    := bin/otelcol-kubevirt-test
+# The Go modules: the receiver (what users add to their own collector), the harnesses
+# its tests and the lab's share, the lab with the end-to-end tests (the root), and the
+# benchmarks of the receiver's internals. Tests, lint and vet run in each.
+RECEIVER    := receiver/kubevirtreceiver
+MODULES     := $(RECEIVER) internal/testenv . $(RECEIVER)/internal/bench
 # Everything the collector binary is built from.
-SOURCES     := $(shell find receiver internal cmd/otelcol-kubevirt -name '*.go' -not -name '*_test.go') \
-               go.mod go.sum cmd/otelcol-kubevirt/go.mod cmd/otelcol-kubevirt/go.sum
+SOURCES     := $(shell find $(RECEIVER) cmd/otelcol-kubevirt -name '*.go' -not -name '*_test.go' -not -path '*/internal/bench/*') \
+               $(RECEIVER)/go.mod $(RECEIVER)/go.sum cmd/otelcol-kubevirt/go.mod cmd/otelcol-kubevirt/go.sum
 TEST_SOURCES := $(filter-out cmd/otelcol-kubevirt/%,$(SOURCES)) $(wildcard cmd/otelcol-kubevirt-test/*.go) \
                cmd/otelcol-kubevirt-test/go.mod cmd/otelcol-kubevirt-test/go.sum
 
@@ -24,7 +29,7 @@ deps:
 # Regenerates the metric code (mdatagen) and the sources of the collector and of its test
 # distribution (ocb). The result is committed; CI fails if this changes anything.
 generate:
-	cd receiver/kubevirtreceiver && $(GO) tool mdatagen metadata.yaml
+	cd tools/mdatagen && GOWORK=off $(GO) tool mdatagen $(CURDIR)/receiver/kubevirtreceiver/metadata.yaml
 	$(GO) run go.opentelemetry.io/collector/cmd/builder@$(OCB_VERSION) --config builder-config.yaml --skip-compilation
 	$(GO) run go.opentelemetry.io/collector/cmd/builder@$(OCB_VERSION) --config builder-config-test.yaml --skip-compilation
 	gofmt -w cmd/otelcol-kubevirt/*.go cmd/otelcol-kubevirt-test/*.go  # ocb's output is not gofmt'ed
@@ -33,7 +38,7 @@ generate:
 # golangci-lint that tools/lint/go.mod pins (built once into ~/.cache/otelcol-kubevirt/).
 # Type-checking needs libvirt's headers, as building does.
 lint: deps
-	"$$(hack/golangci-lint.sh)" run ./...
+	lint="$$(hack/golangci-lint.sh)" && for m in $(MODULES); do (cd $$m && "$$lint" run ./...) || exit 1; done
 
 build: $(BIN) $(TEST_BIN)
 
@@ -64,7 +69,7 @@ node-assets: kube-assets
 # the DaemonSet on a real kubelet node (deploy/kubernetes). hack/with-assets.sh builds
 # the lab's own images and tells the tests where everything is.
 test: build image node-assets
-	hack/with-assets.sh $(GO) test -race -count=1 -timeout 30m ./...
+	hack/with-assets.sh hack/each-module.sh $(MODULES) -- $(GO) test -race -count=1 -timeout 30m ./...
 
 # The lab: a real single-node Kubernetes with KubeVirt-like launcher pods and the
 # collector deployed as its DaemonSet, two VMIs on it. Ctrl-C (or `make stop`) stops
@@ -91,16 +96,16 @@ clean:
 BENCH_WINDOW        ?= 60s
 BENCH_GUESTS        ?= 100
 BENCH_SCRAPE_GUESTS ?= 50
-BENCH_ENV    = BENCH_WINDOW=$(BENCH_WINDOW) BENCH_GUESTS=$(BENCH_GUESTS) BENCH_SCRAPE_GUESTS=$(BENCH_SCRAPE_GUESTS) hack/with-assets.sh
+BENCH_ENV    = BENCH_WINDOW=$(BENCH_WINDOW) BENCH_GUESTS=$(BENCH_GUESTS) BENCH_SCRAPE_GUESTS=$(BENCH_SCRAPE_GUESTS) $(CURDIR)/hack/with-assets.sh
 BENCH_RUN    = $(GO) test -run '^$$' -timeout 60m
 
 .PHONY: bench fuzz soak
 bench: build kube-assets
-	$(BENCH_RUN) -bench . ./internal/hypervisor ./internal/vmi ./receiver/kubevirtreceiver
-	$(BENCH_ENV) $(BENCH_RUN) -bench 'Detect|LibvirtRPC' -benchtime 5000x ./internal/bench
-	$(BENCH_ENV) $(BENCH_RUN) -bench EventToEndpoint -benchtime 100x ./internal/bench
-	$(BENCH_ENV) $(BENCH_RUN) -bench 'Memory|CPU|RSS' -benchtime 1x ./internal/bench
-	$(BENCH_ENV) $(BENCH_RUN) -bench 'Scrape' -benchtime 300x ./internal/bench
+	cd $(RECEIVER) && $(BENCH_RUN) -bench . ./internal/hypervisor ./internal/vmi .
+	cd $(RECEIVER)/internal/bench && $(BENCH_ENV) $(BENCH_RUN) -bench 'Detect|LibvirtRPC' -benchtime 5000x .
+	cd $(RECEIVER)/internal/bench && $(BENCH_ENV) $(BENCH_RUN) -bench EventToEndpoint -benchtime 100x .
+	cd $(RECEIVER)/internal/bench && $(BENCH_ENV) $(BENCH_RUN) -bench 'Memory|CPU|RSS' -benchtime 1x .
+	cd $(RECEIVER)/internal/bench && $(BENCH_ENV) $(BENCH_RUN) -bench 'Scrape' -benchtime 300x .
 
 # Fuzzes the domain XML detector, each target for FUZZTIME, starting from the seed
 # corpus in internal/hypervisor/testdata/fuzz/FuzzDetect (which `make test` replays every
@@ -112,8 +117,8 @@ bench: build kube-assets
 FUZZTIME ?= 60s
 FUZZ     = $(GO) test -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1000x -fuzz
 fuzz:
-	$(FUZZ) '^FuzzDetect$$' ./internal/hypervisor
-	$(FUZZ) '^FuzzDetectFastEqualsFull$$' ./internal/hypervisor
+	cd $(RECEIVER) && $(FUZZ) '^FuzzDetect$$' ./internal/hypervisor
+	cd $(RECEIVER) && $(FUZZ) '^FuzzDetectFastEqualsFull$$' ./internal/hypervisor
 
 # A randomized soak with a truth oracle (internal/soak): VMIs created, run, paused,
 # migrated between two nodes, stopped and deleted, libvirtds killed, launcher sockets

@@ -16,8 +16,8 @@ import (
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/cluster"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/lab"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/scrape"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv/scrape"
 )
 
 // TestLabAsMakeRunsIt runs the lab as `make run` does and uses what it prints as a

@@ -16,7 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/yaml"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/launcher"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver"
 )
 
 // typed converts the manifest of kind into out.
@@ -129,7 +129,8 @@ func TestDaemonSet(t *testing.T) {
 // TestDaemonSetRunsTheConfigMap checks the DaemonSet against the config it runs: the
 // file it passes is the ConfigMap's, every ${env:X} without a default is set,
 // pods_dir is the /pods mount and short enough, the Prometheus port is the one the
-// container and the Service expose, and GOMEMLIMIT follows the memory limit.
+// container and the Service expose, the probes ask the health_check extension, and
+// GOMEMLIMIT follows the memory limit.
 func TestDaemonSetRunsTheConfigMap(t *testing.T) {
 	ms := loadManifests(t)
 	var ds appsv1.DaemonSet
@@ -177,6 +178,11 @@ func TestDaemonSetRunsTheConfigMap(t *testing.T) {
 				Endpoint string `json:"endpoint"`
 			} `json:"prometheus"`
 		} `json:"exporters"`
+		Extensions struct {
+			HealthCheck struct {
+				Endpoint string `json:"endpoint"`
+			} `json:"health_check"`
+		} `json:"extensions"`
 	}
 	if err := yaml.Unmarshal([]byte(expanded), &cfg); err != nil {
 		t.Fatal(err)
@@ -191,7 +197,12 @@ func TestDaemonSetRunsTheConfigMap(t *testing.T) {
 		podsDir = "/pods" // the receiver's default
 	}
 	volumeMount(t, c, podsDir) // fails the test if nothing is mounted there
-	if err := launcher.ValidatePodsDir(podsDir); err != nil {
+	// The receiver's own validation, as the collector runs it at startup (a pods
+	// dir too long for launcher sockets is refused there).
+	rcfg := kubevirtreceiver.NewFactory().CreateDefaultConfig().(*kubevirtreceiver.Config)
+	rcfg.NodeName = "node"
+	rcfg.Libvirt.PodsDir = podsDir
+	if err := rcfg.Validate(); err != nil {
 		t.Error(err)
 	}
 
@@ -211,6 +222,26 @@ func TestDaemonSetRunsTheConfigMap(t *testing.T) {
 	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].TargetPort.String() != containerPort.Name ||
 		strconv.Itoa(int(svc.Spec.Ports[0].Port)) != port {
 		t.Errorf("Service ports %+v, want port %s targeting %q", svc.Spec.Ports, port, containerPort.Name)
+	}
+	// Both probes ask the health_check extension, on a port the container declares.
+	_, healthPort, err := net.SplitHostPort(cfg.Extensions.HealthCheck.Endpoint)
+	if err != nil {
+		t.Fatalf("health_check endpoint %q: %v", cfg.Extensions.HealthCheck.Endpoint, err)
+	}
+	for name, probe := range map[string]*corev1.Probe{"livenessProbe": c.LivenessProbe, "readinessProbe": c.ReadinessProbe} {
+		if probe == nil || probe.HTTPGet == nil {
+			t.Errorf("%s: want an HTTP GET of the health_check extension", name)
+			continue
+		}
+		var p *corev1.ContainerPort
+		for i := range c.Ports {
+			if c.Ports[i].Name == probe.HTTPGet.Port.String() {
+				p = &c.Ports[i]
+			}
+		}
+		if p == nil || strconv.Itoa(int(p.ContainerPort)) != healthPort || probe.HTTPGet.Path != "/" {
+			t.Errorf("%s asks %s on port %s; want / on the health_check port %s", name, probe.HTTPGet.Path, probe.HTTPGet.Port.String(), healthPort)
+		}
 	}
 	if !subset(svc.Spec.Selector, ds.Spec.Template.Labels) || len(svc.Spec.Selector) == 0 {
 		t.Errorf("Service selector %v does not select the DaemonSet's pods %v", svc.Spec.Selector, ds.Spec.Template.Labels)

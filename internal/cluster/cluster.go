@@ -36,7 +36,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/watchdog"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv/watchdog"
 )
 
 const (

@@ -15,7 +15,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/tied"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv/tied"
 )
 
 // The node is a mount and a network namespace of its own, like a small VM sharing

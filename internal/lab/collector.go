@@ -11,7 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/cluster"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/scrape"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv/scrape"
 )
 
 // CollectorImage is the image `make image` builds from the repository's Dockerfile.

@@ -1,6 +1,8 @@
 package lab
 
 import (
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
+
 	"context"
 	"errors"
 	"fmt"
@@ -19,8 +21,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
-
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
 )
 
 // controller does, for the lab's node, what KubeVirt's virt-controller and
@@ -51,7 +51,7 @@ func newController(kube kubernetes.Interface, dyn dynamic.Interface, image strin
 		kube: kube, dyn: dyn, image: image, kvm: kvm, progress: progress,
 		queue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
 	}
-	c.vmis = dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0).ForResource(vmi.Resource).Informer()
+	c.vmis = dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0).ForResource(testenv.VMIResource).Informer()
 	selector := labels.Set{launcherLabel: "virt-launcher"}.String()
 	c.pods = informers.NewSharedInformerFactoryWithOptions(kube, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }),
@@ -204,7 +204,7 @@ func (c *controller) setStatus(ctx context.Context, cached *unstructured.Unstruc
 	if sameStatus(cached, st) {
 		return nil
 	}
-	client := c.dyn.Resource(vmi.Resource).Namespace(cached.GetNamespace())
+	client := c.dyn.Resource(testenv.VMIResource).Namespace(cached.GetNamespace())
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		v, err := client.Get(ctx, cached.GetName(), metav1.GetOptions{})
 		if err != nil {
@@ -225,7 +225,7 @@ func (c *controller) setStatus(ctx context.Context, cached *unstructured.Unstruc
 			if lbls == nil {
 				lbls = map[string]string{}
 			}
-			lbls[vmi.NodeLabel] = st.node
+			lbls[testenv.NodeNameLabel] = st.node
 			v.SetLabels(lbls)
 		}
 		if st.runtimeUser {
@@ -258,5 +258,5 @@ func sameStatus(v *unstructured.Unstructured, st vmiStatus) bool {
 		return true
 	}
 	pods, _ := status["activePods"].(map[string]any)
-	return status["nodeName"] == st.node && maps.Equal(pods, st.activePods) && v.GetLabels()[vmi.NodeLabel] == st.node
+	return status["nodeName"] == st.node && maps.Equal(pods, st.activePods) && v.GetLabels()[testenv.NodeNameLabel] == st.node
 }

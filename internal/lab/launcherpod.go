@@ -1,13 +1,13 @@
 package lab
 
 import (
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
-
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
 )
 
 // Labels KubeVirt puts on a VMI's virt-launcher pods.
@@ -58,7 +58,7 @@ func launcherPod(v *unstructured.Unstructured, image string, kvm bool) *corev1.P
 				vmNameLabel:    v.GetName(),
 			},
 			OwnerReferences: []metav1.OwnerReference{{
-				APIVersion:         vmi.Resource.GroupVersion().String(),
+				APIVersion:         testenv.VMIResource.GroupVersion().String(),
 				Kind:               "VirtualMachineInstance",
 				Name:               v.GetName(),
 				UID:                v.GetUID(),

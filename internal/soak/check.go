@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/percentile"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv/percentile"
 )
 
 const (

@@ -14,8 +14,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/scrape"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/tied"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv/scrape"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv/tied"
 )
 
 // CollectorBinEnv names the environment variable that points tests at the built

@@ -24,7 +24,7 @@ import (
 
 	"libvirt.org/go/libvirt"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/tied"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv/tied"
 )
 
 // DefaultUser is the account libvirtd runs as when the caller is root and

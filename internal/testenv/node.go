@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/watchdog"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv/watchdog"
 )
 
 // The kubelet layout of a virt-launcher pod's libvirt, as KubeVirt's virt-handler

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/watchdog"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv/watchdog"
 )
 
 // reaperScript runs detached from the owner. It blocks until the owner's end

@@ -20,7 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/tied"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv/tied"
 )
 
 // PrometheusBinary is where Debian's prometheus package installs the server; the

@@ -6,8 +6,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/kube"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/launcher"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/kube"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/launcher"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/metadata"
 )
 

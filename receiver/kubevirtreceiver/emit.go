@@ -9,10 +9,10 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.uber.org/zap"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/inventory"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/hypervisor"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/inventory"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/metadata"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/vmi"
 )
 
 const infoMetric = "kubevirt.vmi.hypervisor.info"

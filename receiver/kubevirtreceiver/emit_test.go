@@ -13,10 +13,10 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/inventory"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/hypervisor"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/inventory"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/metadata"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/vmi"
 )
 
 type point struct {

@@ -25,9 +25,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/libvirtconn"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/libvirtconn"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/vmi"
 )
 
 func TestAPIServerRestartKeepsSeriesAndFollowsNewChanges(t *testing.T) {

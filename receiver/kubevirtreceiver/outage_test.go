@@ -10,9 +10,7 @@ package kubevirtreceiver
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"syscall"
 	"testing"
@@ -24,9 +22,6 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
@@ -156,7 +151,7 @@ func TestRBACDenialIsLoggedAndMeasuredUntilTheShippedRoleIsBound(t *testing.T) {
 	checkWatchOutage(t, logs, v, started, "forbidden", "forbidden", "deploy/kubernetes/rbac.yaml")
 
 	// What the hint says: the shipped ClusterRole, bound to the collector's identity.
-	bindShippedClusterRole(t, api, user)
+	bindDocumentedClusterRole(t, api, user)
 	runVMI(t, api, "default", "a", nodeA)
 	waitView(t, v, map[string]string{"default/a": "kvm"}, time.Minute)
 	checkWatchRecovered(t, logs, v)
@@ -224,30 +219,15 @@ func TestLauncherUnreachableIsLoggedOnceAndMeasuredUntilItIsBack(t *testing.T) {
 	require.GreaterOrEqual(t, rec.ContextMap()["failures"], int64(3))
 }
 
-// bindShippedClusterRole creates the ClusterRole of deploy/kubernetes/rbac.yaml and binds
-// it to user.
-func bindShippedClusterRole(t *testing.T, api *testenv.APIServer, user string) {
+// bindDocumentedClusterRole creates the ClusterRole README.md documents (the one
+// deploy/kubernetes ships) and binds it to user.
+func bindDocumentedClusterRole(t *testing.T, api *testenv.APIServer, user string) {
 	t.Helper()
-	f, err := os.Open("../../deploy/kubernetes/rbac.yaml")
-	require.NoError(t, err)
-	defer f.Close()
-	var role rbacv1.ClusterRole
-	dec := yaml.NewYAMLOrJSONDecoder(f, 4096)
-	for {
-		var u unstructured.Unstructured
-		err := dec.Decode(&u.Object)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		require.NoError(t, err)
-		if u.GetKind() == "ClusterRole" {
-			require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &role))
-		}
-	}
-	require.NotEmpty(t, role.Rules, "no ClusterRole in rbac.yaml")
+	role := *documentedClusterRole(t)
+	require.NotEmpty(t, role.Rules, "no rules in README.md's ClusterRole")
 	ctx := context.Background()
 	rbac := api.Clientset.RbacV1()
-	_, err = rbac.ClusterRoles().Create(ctx, &role, metav1.CreateOptions{})
+	_, err := rbac.ClusterRoles().Create(ctx, &role, metav1.CreateOptions{})
 	require.NoError(t, err)
 	_, err = rbac.ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: role.Name},

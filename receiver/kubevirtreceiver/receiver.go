@@ -11,13 +11,13 @@ import (
 	"go.uber.org/zap"
 	"k8s.io/client-go/util/workqueue"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/detect"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/faultlog"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/inventory"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/kube"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/launcher"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/detect"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/faultlog"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/hypervisor"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/inventory"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/kube"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/launcher"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/vmi"
 )
 
 // workers bounds how many VMIs are detected at once. Detection is a short local RPC, so

@@ -18,12 +18,12 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/detect"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/faultlog"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/hypervisor"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/inventory"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/vmi"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/detect"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/faultlog"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/hypervisor"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/inventory"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/metadata"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/vmi"
 )
 
 // fakeReader answers every Detect with res and err, and counts the calls.
