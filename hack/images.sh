@@ -20,6 +20,9 @@
 #   IMAGE_CACHE_DIR  where the lab's archives go (default:
 #                    ${XDG_CACHE_HOME:-$HOME/.cache}/otelcol-kubevirt/images)
 #   DEBIAN_MIRROR    debootstrap's mirror (default http://deb.debian.org/debian)
+#   IMAGE_NO_CACHE   1: build every step of the Dockerfiles again instead of reusing
+#                    buildah's cached layers (CI does, with empty Go caches, to build
+#                    as a new machine does)
 #
 # Progress goes to stderr; `lab` prints only the directory to stdout.
 set -euo pipefail
@@ -49,7 +52,9 @@ bud() {
 	modcache="$(go env GOMODCACHE)"
 	gocache="$(go env GOCACHE)"
 	mkdir -p "${modcache}" "${gocache}"
-	buildah bud --isolation chroot --pull-never --layers --quiet \
+	local cache=--layers
+	[[ "${IMAGE_NO_CACHE:-}" == 1 ]] && cache=--no-cache
+	buildah bud --isolation chroot --pull-never "${cache}" --quiet \
 		--build-arg "GO_IMAGE=${go_image}" --build-arg "BASE_IMAGE=${base_image}" \
 		--volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
 		--volume "${modcache}:/go/pkg/mod" \

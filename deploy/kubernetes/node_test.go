@@ -273,6 +273,10 @@ func TestDaemonSetOnRealNode(t *testing.T) {
 		}
 	})
 
+	t.Run("WedgedCollectorIsRestarted", func(t *testing.T) {
+		n.checkWedgedCollectorIsRestarted(t, ctx, line("qemu-tcg", "legacy", "emulated-vm"))
+	})
+
 	// Last: it replaces the collector's pod twice.
 	t.Run("DetectionNeedsDACOverride", func(t *testing.T) {
 		n.kubectl(t, ctx, "patch", "daemonset", "-n", lab.CollectorNamespace, lab.CollectorName, "--type=json",
