@@ -22,6 +22,6 @@ COPY --from=build /out/otelcol-kubevirt /usr/local/bin/otelcol-kubevirt
 COPY cmd/otelcol-kubevirt/config.yaml /etc/otelcol-kubevirt/config.yaml
 # Root on purpose: see the securityContext note in deploy/kubernetes/daemonset.yaml.
 USER 0
-EXPOSE 9464
+EXPOSE 9464 13133
 ENTRYPOINT ["/usr/local/bin/otelcol-kubevirt"]
 CMD ["--config=/etc/otelcol-kubevirt/config.yaml"]

@@ -9,6 +9,7 @@ replace (
 )
 
 require (
+	github.com/google/go-cmp v0.7.0
 	github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv v0.1.0
 	github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver v0.0.0-00010101000000-000000000000
 	github.com/prometheus/client_model v0.6.2
@@ -22,6 +23,7 @@ require (
 	k8s.io/cri-api v0.36.3
 	k8s.io/kubelet v0.36.3
 	k8s.io/utils v0.0.0-20260210185600-b8788abfbbc2
+	sigs.k8s.io/controller-runtime v0.24.1
 	sigs.k8s.io/yaml v1.6.0
 )
 
@@ -88,7 +90,6 @@ require (
 	k8s.io/kube-openapi v0.0.0-20260317180543-43fb72c5454a // indirect
 	libvirt.org/go/libvirt v1.12007.0 // indirect
 	libvirt.org/go/libvirtxml v1.12007.0 // indirect
-	sigs.k8s.io/controller-runtime v0.24.1 // indirect
 	sigs.k8s.io/json v0.0.0-20250730193827-2d320260d730 // indirect
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.3.3 // indirect
