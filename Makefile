@@ -53,7 +53,7 @@ $(TEST_BIN): $(TEST_SOURCES) | deps
 IMAGE := bin/otelcol-kubevirt-image.tar
 image: $(IMAGE)
 
-$(IMAGE): $(SOURCES) Dockerfile .dockerignore | deps
+$(IMAGE): $(SOURCES) cmd/otelcol-kubevirt/config.yaml Dockerfile .dockerignore | deps
 	hack/images.sh collector
 
 # The Kubernetes commands, containerd and Prometheus, each built once into a cache
