@@ -56,13 +56,14 @@ image: $(IMAGE)
 $(IMAGE): $(SOURCES) cmd/otelcol-kubevirt/config.yaml Dockerfile .dockerignore | deps
 	hack/images.sh collector
 
-# The Kubernetes commands, containerd and Prometheus, each built once into a cache
-# outside the checkout (hack/*-assets.sh).
+# The Kubernetes commands, containerd, Prometheus and Helm, each built once into a
+# cache outside the checkout (hack/*-assets.sh).
 kube-assets: deps
 	@hack/kube-assets.sh >/dev/null
 node-assets: kube-assets
 	@hack/containerd-assets.sh >/dev/null
 	@hack/prometheus-assets.sh >/dev/null
+	@hack/helm-assets.sh >/dev/null
 
 # Every test, with the race detector: unit, integration against real libvirtd and
 # kube-apiserver, end to end through the built collector, and the image deployed as

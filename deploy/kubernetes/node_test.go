@@ -30,11 +30,49 @@ const (
 )
 
 // realNode is what the tests below share: one node, KubeVirt's stand-in, and the
-// collector deployed from deploy/kubernetes. Starting it takes about a minute.
+// collector as the install path being checked deployed it. Starting it takes about a
+// minute.
 type realNode struct {
 	c   *cluster.Cluster
 	lab *lab.Lab
 	col *lab.Collector
+}
+
+// installPath is one way users deploy the collector, as a user runs it.
+type installPath struct {
+	name string
+	// install deploys the collector and returns its Ready pod on the node.
+	install func(ctx context.Context, t *testing.T, n *realNode) *lab.Collector
+	// uninstall removes everything install made, and returns once it is gone.
+	uninstall func(ctx context.Context, t *testing.T, n *realNode)
+	// reapply deploys it again over a changed DaemonSet; nil for a path that need not
+	// prove what DetectionNeedsDACOverride does again.
+	reapply func(ctx context.Context, n *realNode) error
+}
+
+// kustomizePath is `kubectl apply -k deploy/kubernetes`, only the image set.
+func kustomizePath() installPath {
+	return installPath{
+		name: "KubectlApplyK",
+		install: func(ctx context.Context, t *testing.T, n *realNode) *lab.Collector {
+			t.Helper()
+			col, err := lab.DeployCollector(ctx, n.c, repoRoot, lab.CollectorImage)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return col
+		},
+		uninstall: func(ctx context.Context, t *testing.T, n *realNode) {
+			t.Helper()
+			// What deploy/kubernetes made: its namespace, with everything in it, and
+			// the cluster-scoped RBAC. kubectl delete waits for them to be gone.
+			n.kubectl(t, ctx, "delete", "namespace", lab.CollectorNamespace, "--ignore-not-found")
+			n.kubectl(t, ctx, "delete", "clusterrole,clusterrolebinding", lab.CollectorName, "--ignore-not-found")
+		},
+		reapply: func(ctx context.Context, n *realNode) error {
+			return lab.ApplyCollector(ctx, n.c, repoRoot, lab.CollectorImage)
+		},
+	}
 }
 
 func startRealNode(t *testing.T) *realNode {
@@ -43,7 +81,7 @@ func startRealNode(t *testing.T) *realNode {
 		testenv.Unavailable(t, "the real node needs root")
 	}
 	// `make test` names all of them; a plain `go test` none.
-	env := []string{"KUBEBUILDER_ASSETS", "CONTAINERD_ASSETS", "PROMETHEUS_ASSETS", lab.CollectorImageEnv, lab.LabImagesEnv}
+	env := []string{"KUBEBUILDER_ASSETS", "CONTAINERD_ASSETS", "PROMETHEUS_ASSETS", "HELM_ASSETS", lab.CollectorImageEnv, lab.LabImagesEnv}
 	var missing []string
 	for _, e := range env {
 		if os.Getenv(e) == "" {
@@ -81,8 +119,7 @@ func startRealNode(t *testing.T) *realNode {
 	t.Cleanup(func() {
 		if t.Failed() {
 			out, _ := c.Kubectl(context.Background(), nil, "get", "pods,vmi", "-A", "-o", "wide")
-			logs, _ := c.Kubectl(context.Background(), nil, "logs", "-n", lab.CollectorNamespace, "daemonset/"+lab.CollectorName, "--tail=40")
-			t.Logf("at failure:\n%s\ncollector log:\n%s\nnode logs:%s", out, logs, c.Logs())
+			t.Logf("at failure:\n%s\nnode logs:%s", out, c.Logs())
 		}
 		if err := c.Stop(); err != nil {
 			t.Errorf("stopping the node: %v", err)
@@ -93,23 +130,32 @@ func startRealNode(t *testing.T) *realNode {
 		t.Fatal(err)
 	}
 	t.Cleanup(l.Stop)
-	col, err := lab.DeployCollector(ctx, c, repoRoot, lab.CollectorImage)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &realNode{c: c, lab: l, col: col}
+	return &realNode{c: c, lab: l}
 }
 
-// TestDaemonSetOnRealNode deploys deploy/kubernetes unchanged but for the image, built
-// from the repository's Dockerfile, on a real kubelet node with KubeVirt-like
-// launcher pods, and checks what users get: the exact lines for VMIs created with
-// kubectl, their prompt removal, the securityContext and mounts as a container
-// runtime enforces them, Pod Security, and a Prometheus discovering the collector
-// with the README's scrape configuration.
+// TestDaemonSetOnRealNode deploys the collector, with the image built from the
+// repository's Dockerfile, on a real kubelet node with KubeVirt-like launcher pods,
+// once by each install path in turn on the same node (deploy/kubernetes with
+// `kubectl apply -k`, unchanged but for the image; the Helm chart of deploy/helm with
+// `helm install`, only the image set), removing it in between. For each it checks
+// what users get: the exact lines for VMIs created with kubectl, their prompt
+// removal, the securityContext and mounts as a container runtime enforces them, Pod
+// Security, and a Prometheus discovering the collector with the README's scrape
+// configuration.
 func TestDaemonSetOnRealNode(t *testing.T) {
 	n := startRealNode(t)
+	for _, p := range []installPath{kustomizePath(), helmPath()} {
+		t.Run(p.name, func(t *testing.T) { n.checkInstallPath(t, p) })
+	}
+}
+
+// checkInstallPath installs the collector by p, runs every check, and leaves the
+// node as it found it: no VMI, no collector.
+func (n *realNode) checkInstallPath(t *testing.T, p installPath) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	defer n.reset(t, p)
+	n.col = p.install(ctx, t, n)
 	node := n.c.NodeName()
 	accelerated := "kvm"
 	if !n.lab.KVM {
@@ -181,24 +227,25 @@ func TestDaemonSetOnRealNode(t *testing.T) {
 			t.Errorf("namespace enforce level %q, want privileged", got)
 		}
 		// The level is needed: the same pod in a baseline namespace is refused.
-		n.kubectl(t, ctx, "create", "namespace", "psa-baseline")
-		n.kubectl(t, ctx, "label", "namespace", "psa-baseline", "pod-security.kubernetes.io/enforce=baseline")
+		baseline := "psa-baseline-" + strings.ToLower(p.name)
+		n.kubectl(t, ctx, "create", "namespace", baseline)
+		n.kubectl(t, ctx, "label", "namespace", baseline, "pod-security.kubernetes.io/enforce=baseline")
 		pod, err := n.c.Clientset.CoreV1().Pods(lab.CollectorNamespace).Get(ctx, n.col.Pod, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		probe := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "psa-probe", Namespace: "psa-baseline"}, Spec: pod.Spec}
+		probe := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "psa-probe", Namespace: baseline}, Spec: pod.Spec}
 		probe.Spec.NodeName = ""
 		// Admission looks the service account up before Pod Security: use the
 		// namespace's own, once kube-controller-manager has made it.
 		probe.Spec.ServiceAccountName, probe.Spec.DeprecatedServiceAccount = "default", ""
 		if err := testenv.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
-			_, err := n.c.Clientset.CoreV1().ServiceAccounts("psa-baseline").Get(ctx, "default", metav1.GetOptions{})
+			_, err := n.c.Clientset.CoreV1().ServiceAccounts(baseline).Get(ctx, "default", metav1.GetOptions{})
 			return err == nil, nil
 		}); err != nil {
 			t.Fatal(err)
 		}
-		_, err = n.c.Clientset.CoreV1().Pods("psa-baseline").Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		_, err = n.c.Clientset.CoreV1().Pods(baseline).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err == nil || !strings.Contains(err.Error(), "violates PodSecurity") {
 			t.Errorf("the collector's pod in a baseline namespace: err = %v, want a PodSecurity violation", err)
 		}
@@ -277,6 +324,11 @@ func TestDaemonSetOnRealNode(t *testing.T) {
 		n.checkWedgedCollectorIsRestarted(t, ctx, line("qemu-tcg", "legacy", "emulated-vm"))
 	})
 
+	if p.reapply == nil {
+		// DetectionNeedsDACOverride proves a property of the image and its
+		// privileges, which one install path shows as well as two.
+		return
+	}
 	// Last: it replaces the collector's pod twice.
 	t.Run("DetectionNeedsDACOverride", func(t *testing.T) {
 		n.kubectl(t, ctx, "patch", "daemonset", "-n", lab.CollectorNamespace, lab.CollectorName, "--type=json",
@@ -300,7 +352,7 @@ func TestDaemonSetOnRealNode(t *testing.T) {
 		}
 
 		// Back to the shipped DaemonSet: detection works again.
-		if err := lab.ApplyCollector(ctx, n.c, repoRoot, lab.CollectorImage); err != nil {
+		if err := p.reapply(ctx, n); err != nil {
 			t.Fatal(err)
 		}
 		if n.col, err = lab.WaitCollector(ctx, n.c); err != nil {
@@ -308,6 +360,43 @@ func TestDaemonSetOnRealNode(t *testing.T) {
 		}
 		n.waitLines(t, ctx, line("qemu-tcg", "legacy", "emulated-vm"))
 	})
+}
+
+// reset removes what checkInstallPath made, failed or not: the example VMIs (and the
+// namespace emulated-vm.yaml creates), their launcher pods, and the collector.
+func (n *realNode) reset(t *testing.T, p installPath) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if t.Failed() {
+		logs, _ := n.c.Kubectl(ctx, nil, "logs", "-n", lab.CollectorNamespace, "daemonset/"+lab.CollectorName, "--tail=40")
+		t.Logf("collector log:\n%s", logs)
+	}
+	if _, err := n.c.Kubectl(ctx, nil, "delete", "--ignore-not-found",
+		"-f", vmisDir+"/my-vm.yaml", "-f", vmisDir+"/emulated-vm.yaml", "-f", vmisDir+"/another-vm.yaml"); err != nil {
+		t.Errorf("deleting the VMIs: %v", err)
+	}
+	// Launcher pods go after their VMIs (owner references), and the collector's
+	// after uninstall.
+	gone := func(ns, selector string) {
+		t.Helper()
+		var left int
+		err := testenv.Poll(ctx, 200*time.Millisecond, func() (bool, error) {
+			pods, err := n.c.Clientset.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+			if err != nil {
+				return false, err
+			}
+			left = len(pods.Items)
+			return left == 0, nil
+		})
+		if err != nil {
+			t.Errorf("%d pods %q left in namespace %q: %v", left, selector, ns, err)
+		}
+	}
+	gone("", "kubevirt.io/created-by") // the lab's launcher pods
+	p.uninstall(ctx, t, n)
+	gone(lab.CollectorNamespace, "app.kubernetes.io/name="+lab.CollectorName)
+	n.col = nil
 }
 
 func (n *realNode) kubectl(t *testing.T, ctx context.Context, args ...string) string {
