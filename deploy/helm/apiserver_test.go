@@ -1,9 +1,7 @@
 package helmchart
 
 import (
-	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,27 +9,18 @@ import (
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
 
-// monitoringCRDModule ships the Prometheus Operator's CRDs as YAML
-// (example/prometheus-operator-crd/), read from the Go module cache.
-const monitoringCRDModule = "github.com/prometheus-operator/prometheus-operator@v0.94.0"
 
 // monitoringCRDs returns the CRD files of the kinds the chart renders: ServiceMonitor,
-// PodMonitor, PrometheusRule. `go mod download` fetches the module into the module
-// cache the first time, and finds it there afterwards.
+// PodMonitor, PrometheusRule, of the Prometheus Operator release tools/crds/go.mod pins.
 func monitoringCRDs(t *testing.T) []string {
 	t.Helper()
-	cmd := exec.Command("go", "mod", "download", "-json", monitoringCRDModule)
-	// Outside any module: the download changes no go.mod.
-	cmd.Dir = t.TempDir()
-	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
-	out, err := cmd.Output()
-	var mod struct{ Dir, Error string }
-	if jerr := json.Unmarshal(out, &mod); err != nil || jerr != nil || mod.Dir == "" {
-		t.Fatalf("go mod download %s: %v %v %s", monitoringCRDModule, err, jerr, mod.Error)
+	dir, err := testenv.PinnedModuleDir("tools/crds", "github.com/prometheus-operator/prometheus-operator")
+	if err != nil {
+		t.Fatal(err)
 	}
 	var files []string
 	for _, kind := range []string{"servicemonitors", "podmonitors", "prometheusrules"} {
-		files = append(files, filepath.Join(mod.Dir, "example", "prometheus-operator-crd", "monitoring.coreos.com_"+kind+".yaml"))
+		files = append(files, filepath.Join(dir, "example", "prometheus-operator-crd", "monitoring.coreos.com_"+kind+".yaml"))
 	}
 	return files
 }

@@ -163,18 +163,18 @@ config:
 	}
 }
 
-// TestProbes: on the health_check extension when the configuration runs it, else
-// readiness on the Prometheus endpoint; none when disabled.
+// TestProbes: on the health_check extension when the configuration runs it (the
+// shipped one does), else readiness on the Prometheus endpoint; none when disabled.
 func TestProbes(t *testing.T) {
-	c := daemonSet(t, renderValues(t, "{}")).Spec.Template.Spec.Containers[0]
+	c := daemonSet(t, renderValues(t, `
+config:
+  service: {extensions: []}
+`)).Spec.Template.Spec.Containers[0]
 	if c.LivenessProbe != nil || c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/metrics" || c.ReadinessProbe.HTTPGet.Port.String() != "metrics" {
-		t.Errorf("shipped configuration without health_check: liveness %+v, readiness %+v; want readiness on metrics /metrics only", c.LivenessProbe, c.ReadinessProbe)
+		t.Errorf("configuration without health_check: liveness %+v, readiness %+v; want readiness on metrics /metrics only", c.LivenessProbe, c.ReadinessProbe)
 	}
 
 	c = daemonSet(t, renderValues(t, `
-config:
-  extensions: {health_check: {endpoint: 0.0.0.0:13133}}
-  service: {extensions: [health_check]}
 probes: {liveness: {periodSeconds: 5}}
 `)).Spec.Template.Spec.Containers[0]
 	if !slices.Contains(c.Ports, corev1.ContainerPort{Name: "health", ContainerPort: 13133, Protocol: corev1.ProtocolTCP}) {

@@ -2,22 +2,16 @@ package manifests
 
 import (
 	"context"
-	"encoding/json"
 	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
@@ -36,48 +30,6 @@ func (w *warnings) HandleWarningHeader(_ int, _ string, msg string) {
 	w.msgs = append(w.msgs, msg)
 }
 
-// applier applies manifests to a real API server with server-side apply.
-type applier struct {
-	dyn    dynamic.Interface
-	mapper meta.RESTMapper
-}
-
-func newApplier(t *testing.T, cfg *rest.Config) *applier {
-	t.Helper()
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &applier{dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cs.Discovery()))}
-}
-
-// apply server-side applies obj with strict field validation, so that a misspelt
-// field fails instead of being dropped; dryRun asks the server to validate and
-// admit it without storing it.
-func (a *applier) apply(ctx context.Context, obj *unstructured.Unstructured, dryRun bool) (*unstructured.Unstructured, error) {
-	gvk := obj.GroupVersionKind()
-	mapping, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	if err != nil {
-		return nil, err
-	}
-	var client dynamic.ResourceInterface = a.dyn.Resource(mapping.Resource)
-	if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
-		client = a.dyn.Resource(mapping.Resource).Namespace(obj.GetNamespace())
-	}
-	data, err := json.Marshal(obj.Object)
-	if err != nil {
-		return nil, err
-	}
-	opts := metav1.PatchOptions{FieldManager: fieldManager, FieldValidation: metav1.FieldValidationStrict}
-	if dryRun {
-		opts.DryRun = []string{metav1.DryRunAll}
-	}
-	return client.Patch(ctx, obj.GetName(), types.ApplyPatchType, data, opts)
-}
 
 // TestManifestsServerSideDryRun applies every manifest with server-side dry run to
 // a real kube-apiserver (with KubeVirt's VMI CRD), expecting no error and no
@@ -90,16 +42,19 @@ func TestManifestsServerSideDryRun(t *testing.T) {
 	var warned warnings
 	cfg := rest.CopyConfig(api.Config)
 	cfg.WarningHandler = &warned
-	a := newApplier(t, cfg)
+	a, err := testenv.NewApplier(cfg, fieldManager)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ms := loadManifests(t)
 
 	// Namespaced objects are only admitted into an existing namespace, and a dry-run
 	// namespace does not exist afterwards: create it for real first.
-	if _, err := a.apply(ctx, find(t, ms, "Namespace"), false); err != nil {
+	if _, err := a.Apply(ctx, find(t, ms, "Namespace"), false); err != nil {
 		t.Fatalf("creating the namespace: %v", err)
 	}
 	for _, m := range ms {
-		got, err := a.apply(ctx, m.obj, true)
+		got, err := a.Apply(ctx, m.obj, true)
 		if err != nil {
 			t.Errorf("%s: %s %s: dry run: %v", m.file, m.obj.GetKind(), m.obj.GetName(), err)
 			continue
@@ -122,10 +77,10 @@ func TestManifestsServerSideDryRun(t *testing.T) {
 }
 
 // checkRBAC applies the RBAC objects for real and acts as the service account.
-func checkRBAC(ctx context.Context, t *testing.T, api *testenv.APIServer, a *applier, ms []manifest) {
+func checkRBAC(ctx context.Context, t *testing.T, api *testenv.APIServer, a *testenv.Applier, ms []manifest) {
 	t.Helper()
 	for _, kind := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding"} {
-		if _, err := a.apply(ctx, find(t, ms, kind), false); err != nil {
+		if _, err := a.Apply(ctx, find(t, ms, kind), false); err != nil {
 			t.Fatalf("applying %s: %v", kind, err)
 		}
 	}
@@ -134,11 +89,7 @@ func checkRBAC(ctx context.Context, t *testing.T, api *testenv.APIServer, a *app
 	}
 	var sa corev1.ServiceAccount
 	typed(t, ms, "ServiceAccount", &sa)
-	cfg := rest.CopyConfig(api.Config)
-	cfg.Impersonate = rest.ImpersonationConfig{
-		UserName: "system:serviceaccount:" + sa.Namespace + ":" + sa.Name,
-		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + sa.Namespace, "system:authenticated"},
-	}
+	cfg := testenv.ServiceAccountConfig(api.Config, sa.Namespace, sa.Name)
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -1,9 +1,7 @@
 package operator
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -51,32 +49,14 @@ func (w *warnings) HandleWarningHeader(_ int, _ string, msg string) {
 }
 
 // operatorCRD returns the OpenTelemetryCollector CRD file of the Operator release
-// tools/operator/go.mod pins, from the module cache: `go mod download` fetches the
-// module once (checked against tools/operator/go.sum) and finds it there afterwards.
+// tools/crds/go.mod pins, from the module cache.
 func operatorCRD(t *testing.T) string {
 	t.Helper()
-	version := operatorVersion(t)
-	goBin, err := exec.LookPath("go")
+	dir, err := testenv.PinnedModuleDir("tools/crds", operatorModule)
 	if err != nil {
-		testenv.Unavailable(t, "no go command to fetch %s@%s with: %v", operatorModule, version, err)
+		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "mod", "download", "-json", operatorModule)
-	cmd.Dir = operatorToolsDir
-	// -mod=readonly: a go.sum that does not match is an error, not rewritten.
-	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	var mod struct{ Version, Dir, Error string }
-	if jerr := json.Unmarshal(out, &mod); err != nil || jerr != nil || mod.Error != "" {
-		t.Fatalf("go mod download %s in %s: %v %s %s", operatorModule, operatorToolsDir, errors.Join(err, jerr), mod.Error, stderr.String())
-	}
-	if mod.Version != version {
-		t.Fatalf("go mod download gave %s@%s, want %s", operatorModule, mod.Version, version)
-	}
-	return filepath.Join(mod.Dir, collectorCRDFile)
+	return filepath.Join(dir, collectorCRDFile)
 }
 
 // kubectl is the kubectl of the Kubernetes assets the API server comes from.

@@ -16,18 +16,18 @@ func TestREADMENamesOperatorVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(readme), "OpenTelemetry Operator "+version) {
-		t.Errorf("README.md does not say %q, the release tools/operator/go.mod pins", "OpenTelemetry Operator "+version)
+		t.Errorf("README.md does not say %q, the release tools/crds/go.mod pins", "OpenTelemetry Operator "+version)
 	}
 }
 
 const (
 	operatorModule   = "github.com/open-telemetry/opentelemetry-operator"
-	operatorToolsDir = "../../tools/operator"
+	operatorToolsDir = "../../tools/crds"
 )
 
-var operatorRequire = regexp.MustCompile(`(?m)^require ` + regexp.QuoteMeta(operatorModule) + ` (v\S+)$`)
+var operatorRequire = regexp.MustCompile(`(?m)^(?:require )?\s*` + regexp.QuoteMeta(operatorModule) + ` (v\S+)$`)
 
-// operatorVersion is the Operator release tools/operator/go.mod pins.
+// operatorVersion is the Operator release tools/crds/go.mod pins.
 func operatorVersion(t *testing.T) string {
 	t.Helper()
 	data, err := os.ReadFile(operatorToolsDir + "/go.mod")

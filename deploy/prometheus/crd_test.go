@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,43 +24,24 @@ import (
 )
 
 // The Prometheus Operator's PrometheusRule CRD, as its release module ships it. The
-// test reads it from the Go module cache (`go mod download`), so no copy lives here
-// and the version is pinned in one place.
+// test reads it from the Go module cache, so no copy lives here; tools/crds/go.mod pins
+// the release and go.sum its hash.
 const (
-	promOperatorModule  = "github.com/prometheus-operator/prometheus-operator"
-	promOperatorVersion = "v0.86.1"
-	// promOperatorSum is the module's go.sum hash: what the test validates against
-	// cannot change under the same version.
-	promOperatorSum   = "h1:pHUuiRErcFb3nFDox7RxoxpEN0FyT24GtYOkr2GBu04="
-	prometheusRuleCRD = "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml"
+	promOperatorModule = "github.com/prometheus-operator/prometheus-operator"
+	prometheusRuleCRD  = "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml"
 )
 
 var prometheusRules = schema.GroupVersionResource{Group: "monitoring.coreos.com", Version: "v1", Resource: "prometheusrules"}
 
-// prometheusRuleCRDPath downloads the pinned module into the module cache, or finds
-// it there, and returns the path of its PrometheusRule CRD.
+// prometheusRuleCRDPath returns the PrometheusRule CRD of the Prometheus Operator
+// release tools/crds/go.mod pins, from the module cache.
 func prometheusRuleCRDPath(t *testing.T) string {
 	t.Helper()
-	goBin, err := exec.LookPath("go")
+	dir, err := testenv.PinnedModuleDir("tools/crds", promOperatorModule)
 	if err != nil {
-		t.Fatalf("the go command, to read %s from the module cache: %v", promOperatorModule, err)
+		t.Fatal(err)
 	}
-	cmd := exec.Command(goBin, "mod", "download", "-json", promOperatorModule+"@"+promOperatorVersion)
-	// Outside any module, so that nothing touches this repository's go.mod or go.sum.
-	cmd.Dir = t.TempDir()
-	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, runErr := cmd.Output()
-	var info struct{ Dir, Sum, Error string }
-	if err := json.Unmarshal(out, &info); err != nil || info.Error != "" || runErr != nil {
-		t.Fatalf("go mod download %s@%s: %v %s %s (the Go module proxy must be reachable, or the module cached)",
-			promOperatorModule, promOperatorVersion, runErr, info.Error, stderr.String())
-	}
-	if info.Sum != promOperatorSum {
-		t.Fatalf("%s@%s has sum %s, want %s", promOperatorModule, promOperatorVersion, info.Sum, promOperatorSum)
-	}
-	path := filepath.Join(info.Dir, prometheusRuleCRD)
+	path := filepath.Join(dir, prometheusRuleCRD)
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("the module no longer ships the CRD: %v", err)
 	}
