@@ -9,7 +9,6 @@ import (
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
 
-
 // monitoringCRDs returns the CRD files of the kinds the chart renders: ServiceMonitor,
 // PodMonitor, PrometheusRule, of the Prometheus Operator release tools/crds/go.mod pins.
 func monitoringCRDs(t *testing.T) []string {

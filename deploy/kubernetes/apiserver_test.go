@@ -30,7 +30,6 @@ func (w *warnings) HandleWarningHeader(_ int, _ string, msg string) {
 	w.msgs = append(w.msgs, msg)
 }
 
-
 // TestManifestsServerSideDryRun applies every manifest with server-side dry run to
 // a real kube-apiserver (with KubeVirt's VMI CRD), expecting no error and no
 // warning, then checks for real that the ClusterRole lets the service account
