@@ -18,7 +18,7 @@ SOURCES     := $(shell find $(RECEIVER) cmd/otelcol-kubevirt -name '*.go' -not -
 TEST_SOURCES := $(filter-out cmd/otelcol-kubevirt/%,$(SOURCES)) $(wildcard cmd/otelcol-kubevirt-test/*.go) \
                cmd/otelcol-kubevirt-test/go.mod cmd/otelcol-kubevirt-test/go.sum
 
-.PHONY: all deps generate lint build image test run stop kube-assets node-assets clean
+.PHONY: all deps generate tidy-check lint build image test run stop kube-assets node-assets clean
 
 all: build
 
@@ -34,7 +34,12 @@ generate:
 	$(GO) run go.opentelemetry.io/collector/cmd/builder@$(OCB_VERSION) --config builder-config-test.yaml --skip-compilation
 	gofmt -w cmd/otelcol-kubevirt/*.go cmd/otelcol-kubevirt-test/*.go  # ocb's output is not gofmt'ed
 
-# Lints the main module, test files included, as .golangci.yml says, with the
+# Fails when a module's go.mod or go.sum is not what `go mod tidy` makes of it (a change
+# in one module's imports can change what another module's tests need).
+tidy-check:
+	hack/each-module.sh $(MODULES) -- $(GO) mod tidy -diff
+
+# Lints every module, test files included, as .golangci.yml says, with the
 # golangci-lint that tools/lint/go.mod pins (built once into ~/.cache/otelcol-kubevirt/).
 # Type-checking needs libvirt's headers, as building does.
 lint: deps
