@@ -4,6 +4,7 @@ package testenv
 // endpoint. FreePort picks the loopback ports for it and for Prometheus.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +31,9 @@ const ShippedConfig = "cmd/otelcol-kubevirt/config.yaml"
 type Collector struct {
 	// MetricsURL is the Prometheus exporter's /metrics address.
 	MetricsURL string
+	// HealthURL is the health_check extension's address, where the configuration has
+	// one (moved to a free loopback port); "" otherwise.
+	HealthURL string
 	// LogPath holds the collector's output.
 	LogPath string
 
@@ -55,7 +59,8 @@ type CollectorOptions struct {
 }
 
 // StartCollector starts the collector with PROMETHEUS_ENDPOINT at opts.Endpoint (by
-// default a free loopback port) and returns once that endpoint answers.
+// default a free loopback port), and the health_check extension, if the configuration
+// has one, on a free loopback port; it returns once the Prometheus endpoint answers.
 func StartCollector(ctx context.Context, opts CollectorOptions) (*Collector, error) {
 	if opts.Config == "" {
 		path, err := findRepoPath(ShippedConfig)
@@ -78,6 +83,22 @@ func StartCollector(ctx context.Context, opts CollectorOptions) (*Collector, err
 		return nil, err
 	}
 	args := []string{"--config", opts.Config}
+	health := ""
+	cfg, err := os.ReadFile(opts.Config)
+	if err != nil {
+		return nil, err
+	}
+	if bytes.Contains(cfg, []byte("health_check:")) {
+		// The shipped health_check (and those of configurations made from it) listens
+		// on 0.0.0.0:13133, a fixed port that a second collector on this host (the soak
+		// runs three) could not bind.
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		health = net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
+		args = append(args, "--set=extensions::health_check::endpoint="+health)
+	}
 	for _, c := range opts.ExtraConfigs {
 		args = append(args, "--config", c)
 	}
@@ -85,6 +106,9 @@ func StartCollector(ctx context.Context, opts CollectorOptions) (*Collector, err
 	cmd.Env = append(append(os.Environ(), opts.Env...), "PROMETHEUS_ENDPOINT="+endpoint)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	c := &Collector{MetricsURL: "http://" + endpoint + "/metrics", LogPath: logPath, cmd: cmd, done: make(chan error, 1)}
+	if health != "" {
+		c.HealthURL = "http://" + health + "/"
+	}
 	// Dies with its parent, so that a crashed test leaves no collector behind.
 	if err := tied.Start(cmd, func(err error) { c.done <- err; logFile.Close() }); err != nil {
 		logFile.Close()

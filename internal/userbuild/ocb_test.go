@@ -77,8 +77,11 @@ func userGoEnv(machine machineGoEnv, proxyDir, modCache string) []string {
 		"GONOSUMDB": ownerPath,
 		"GOCACHE":   machine.GOCACHE,
 		// Outside this repository's go.work, as a user's checkout is.
-		"GOWORK":  "off",
-		"GOFLAGS": "-buildvcs=false",
+		"GOWORK": "off",
+		// One compile at a time: `make test` runs this beside the real node's tests,
+		// whose timings (a deleted VMI's line gone within a second) a build taking
+		// both cores disturbed.
+		"GOFLAGS": "-buildvcs=false -p=1",
 	}
 	var env []string
 	for _, kv := range os.Environ() {

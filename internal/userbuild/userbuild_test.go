@@ -6,13 +6,11 @@ package userbuild
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -183,11 +181,6 @@ func checkServes(ctx context.Context, t *testing.T, bin string) {
 	if err := os.WriteFile(nodeXML, []byte(userNode), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port, err := testenv.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	health := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) + "/"
 	config, err := filepath.Abs(collectorConfig)
 	if err != nil {
 		t.Fatal(err)
@@ -201,7 +194,6 @@ func checkServes(ctx context.Context, t *testing.T, bin string) {
 			"K8S_NODE_NAME=" + node,
 			"KUBECONFIG=" + api.KubeconfigPath,
 			"LIBVIRT_URI=test://" + nodeXML,
-			"HEALTH_CHECK_ENDPOINT=" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		},
 	})
 	if err != nil {
@@ -227,6 +219,10 @@ func checkServes(ctx context.Context, t *testing.T, bin string) {
 	})
 	if err != nil {
 		t.Fatalf("endpoint lines %q (last error: %v), want exactly %q", got, last, want)
+	}
+	health := col.HealthURL
+	if health == "" {
+		t.Fatal("the collector's configuration has no health_check")
 	}
 	status := 0
 	err = testenv.Poll(waitCtx, 50*time.Millisecond, func() (bool, error) {
