@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"sync"
 	"testing"
 	"time"
 
@@ -48,18 +47,6 @@ func prometheusRuleCRDPath(t *testing.T) string {
 	return path
 }
 
-// warnings collects the API server's warning headers.
-type warnings struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (w *warnings) HandleWarningHeader(_ int, _ string, msg string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.msgs = append(w.msgs, msg)
-}
-
 // TestPrometheusRuleAgainstTheCRD installs the Prometheus Operator's PrometheusRule
 // CRD into a real kube-apiserver and applies prometheusrule.yaml server-side with
 // strict field validation: first as a dry run, then for real, reading it back whole.
@@ -87,7 +74,7 @@ func TestPrometheusRuleAgainstTheCRD(t *testing.T) {
 	if _, err := api.Clientset.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	var warned warnings
+	var warned testenv.Warnings
 	cfg := rest.CopyConfig(api.Config)
 	cfg.WarningHandler = &warned
 	dyn, err := dynamic.NewForConfig(cfg)
@@ -144,9 +131,7 @@ func TestPrometheusRuleAgainstTheCRD(t *testing.T) {
 		}
 	}
 
-	warned.mu.Lock()
-	defer warned.mu.Unlock()
-	if len(warned.msgs) > 0 {
-		t.Errorf("the API server warned: %q", warned.msgs)
+	if msgs := warned.Messages(); len(msgs) > 0 {
+		t.Errorf("the API server warned: %q", msgs)
 	}
 }
