@@ -40,6 +40,7 @@ kubeletPodsDir: /var/lib/k0s/kubelet/pods
 tolerations: [{key: CriticalAddonsOnly, operator: Exists}]
 affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: kubevirt.io/schedulable, operator: In, values: ["true"]}]}]}}}
 priorityClassName: system-node-critical
+seLinuxOptions: {type: spc_t}
 podAnnotations: {example.com/team: virt}
 podLabels: {example.com/tier: monitoring}
 probes: {liveness: {periodSeconds: 5, failureThreshold: 3}, readiness: {periodSeconds: 5}}

@@ -61,6 +61,7 @@ priorityClassName: system-node-critical
 podAnnotations: {example.com/team: virt}
 podLabels: {example.com/tier: monitoring}
 extraEnv: [{name: KUBEVIRT_AUTH_TYPE, value: serviceAccount}]
+seLinuxOptions: {type: spc_t}
 `)
 	ds := daemonSet(t, objs)
 	pod := ds.Spec.Template.Spec
@@ -81,6 +82,8 @@ extraEnv: [{name: KUBEVIRT_AUTH_TYPE, value: serviceAccount}]
 	check("tolerations", pod.Tolerations, []corev1.Toleration{{Key: "CriticalAddonsOnly", Operator: corev1.TolerationOpExists}})
 	check("affinity", pod.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchExpressions[0].Key, "kubevirt.io/schedulable")
 	check("priorityClassName", pod.PriorityClassName, "system-node-critical")
+	check("seLinuxOptions", c.SecurityContext.SELinuxOptions, &corev1.SELinuxOptions{Type: "spc_t"})
+	check("capabilities beside seLinuxOptions", c.SecurityContext.Capabilities.Add, []corev1.Capability{"DAC_OVERRIDE"})
 	check("pod annotation", ds.Spec.Template.Annotations["example.com/team"], "virt")
 	check("pod label", ds.Spec.Template.Labels["example.com/tier"], "monitoring")
 	for _, v := range pod.Volumes {
@@ -90,6 +93,12 @@ extraEnv: [{name: KUBEVIRT_AUTH_TYPE, value: serviceAccount}]
 	}
 	// Selectors do not take podLabels: they could not change on upgrade.
 	check("selector", ds.Spec.Selector.MatchLabels, map[string]string{"app.kubernetes.io/name": "otelcol-kubevirt", "app.kubernetes.io/instance": release})
+
+	// With the default values the container has no SELinux options: kustomize's
+	// DaemonSet has none either.
+	if got := daemonSet(t, renderValues(t, "{}")).Spec.Template.Spec.Containers[0].SecurityContext.SELinuxOptions; got != nil {
+		t.Errorf("default seLinuxOptions rendered %+v, want none", got)
+	}
 
 	// And without goMemLimit the variable is not set.
 	c = daemonSet(t, renderValues(t, "goMemLimit: \"\"\n")).Spec.Template.Spec.Containers[0]
