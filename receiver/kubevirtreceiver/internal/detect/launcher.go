@@ -56,7 +56,7 @@ func (c *launcherConn) close() {
 
 // Read implements Reader. A VMI with no launcher on this node, or whose launchers'
 // sockets do not exist (yet), has no domain yet. A status file that cannot be read or
-// parsed is passed over for the socket, which is the authority.
+// parsed is passed over for the sockets, which are the authority.
 func (r *launcherReader) Read(ctx context.Context, v *vmi.VMI) (Result, error) {
 	key := v.Key()
 	launchers, err := launcher.Find(r.podsDir, v)
@@ -73,26 +73,31 @@ func (r *launcherReader) Read(ctx context.Context, v *vmi.VMI) (Result, error) {
 		kept = nil
 	}
 	// Every launcher runs the same kind of domain; the first that answers is as good
-	// as another.
+	// as another. Status files first: reading one that is not there costs no RPC.
 	var errs []error
 	var last Result
-	for _, l := range likelyFirst(launchers, kept) {
-		if xml, err := l.ReadStatus(); err == nil {
-			res, err := parse(xml, l.StatusFile)
-			if err == nil {
+	for _, l := range launchers {
+		xml, err := l.ReadStatus()
+		if errors.Is(err, launcher.ErrNoStatusFile) {
+			continue
+		}
+		if err == nil {
+			res, perr := parse(xml, l.StatusFile)
+			if perr == nil {
 				return res, nil
 			}
-			last, errs = res, append(errs, err)
-		} else if !errors.Is(err, launcher.ErrNoStatusFile) {
-			errs = append(errs, err)
+			last, err = res, perr
 		}
+		errs = append(errs, err)
+	}
+	for _, l := range likelyFirst(launchers, kept) {
 		xml, err := r.fromSocket(ctx, key, l)
 		if err == nil {
-			res, err := parse(xml, l.Socket)
-			if err == nil {
+			res, perr := parse(xml, l.Socket)
+			if perr == nil {
 				return res, nil
 			}
-			last = res
+			last, err = res, perr
 		}
 		errs = append(errs, err)
 	}
@@ -103,8 +108,9 @@ func (r *launcherReader) Read(ctx context.Context, v *vmi.VMI) (Result, error) {
 	return last, err
 }
 
-// likelyFirst orders a VMI's launchers so that the one running its domain comes
-// first: the one whose socket answered last, then those whose socket exists. Two
+// likelyFirst orders a VMI's launchers for asking their sockets, so that the one
+// running its domain comes first: the one whose socket answered last, then those
+// whose socket exists. Two
 // launchers of one VMI on a node are a migration within the node or, more often, a
 // completed pod that KubeVirt leaves in status.activePods after a migration; such a
 // pod's launcher is gone, and tried first it would cost a failed read every time.
