@@ -20,7 +20,7 @@ func BenchmarkBuild(b *testing.B) {
 	inv := inventory.New()
 	types := []hypervisor.Type{hypervisor.KVM, hypervisor.QEMUTCG, hypervisor.MSHV}
 	for i := range 1000 {
-		inv.Put(fmt.Sprintf("ns-%d/vm-%04d", i%10, i), inventory.Record{Series: types[i%3]})
+		inv.Put(fmt.Sprintf("ns-%d/vm-%04d", i%10, i), inventory.Record{Reported: types[i%3]})
 	}
 	e := testEmitter(metadata.NewDefaultMetricsBuilderConfig(), inv)
 	now := pcommon.NewTimestampFromTime(time.Now())
@@ -37,7 +37,7 @@ func BenchmarkBuild(b *testing.B) {
 		i := 0
 		for b.Loop() {
 			i++
-			inv.Put("ns-0/vm-0000", inventory.Record{Series: types[i%3]})
+			inv.Put("ns-0/vm-0000", inventory.Record{Reported: types[i%3]})
 			if md, _, _ := e.build(now, changes); md.DataPointCount() != 2 {
 				b.Fatalf("%d points", md.DataPointCount())
 			}

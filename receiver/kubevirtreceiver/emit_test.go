@@ -59,9 +59,9 @@ func TestBuildSendsWhatChangedAfterAChangeAndEverythingInFull(t *testing.T) {
 	inv := inventory.New()
 	e := testEmitter(metadata.NewDefaultMetricsBuilderConfig(), inv)
 	now := pcommon.NewTimestampFromTime(time.Now())
-	inv.Put("default/my-vm", inventory.Record{Series: hypervisor.KVM})
-	inv.Put("default/tcg", inventory.Record{Series: hypervisor.QEMUTCG})
-	inv.Put("prod/db", inventory.Record{Series: hypervisor.Unknown})
+	inv.Put("default/my-vm", inventory.Record{Reported: hypervisor.KVM})
+	inv.Put("default/tcg", inventory.Record{Reported: hypervisor.QEMUTCG})
+	inv.Put("prod/db", inventory.Record{Reported: hypervisor.Unknown})
 
 	assert.ElementsMatch(t, []point{
 		{"default", "my-vm", "worker-node-1", "kvm", 1, false},
@@ -72,7 +72,7 @@ func TestBuildSendsWhatChangedAfterAChangeAndEverythingInFull(t *testing.T) {
 	// One VMI stops, another's type is read: only they are in the next batch, with one
 	// retraction per metric.
 	inv.Delete("default/tcg")
-	inv.Put("prod/db", inventory.Record{Series: hypervisor.MSHV})
+	inv.Put("prod/db", inventory.Record{Reported: hypervisor.MSHV})
 	assert.ElementsMatch(t, []point{
 		{"prod", "db", "worker-node-1", "mshv", 1, false},
 		{"default", "tcg", "worker-node-1", "qemu-tcg", 0, true},
@@ -100,7 +100,7 @@ func TestBuildMetricsHonoursDisabledMetric(t *testing.T) {
 	cfg.Metrics.KubevirtVmiHypervisorInfo.Enabled = false
 	inv := inventory.New()
 	e := testEmitter(cfg, inv)
-	inv.Put("default/my-vm", inventory.Record{Series: hypervisor.KVM})
+	inv.Put("default/my-vm", inventory.Record{Reported: hypervisor.KVM})
 	assert.Zero(t, metricsOf(e.build(pcommon.NewTimestampFromTime(time.Now()), changes)).DataPointCount())
 	inv.Delete("default/my-vm")
 	assert.Zero(t, metricsOf(e.build(pcommon.NewTimestampFromTime(time.Now()), changes)).DataPointCount())
@@ -125,7 +125,7 @@ func TestBuildIncludesDetectionStatisticsInSelfAndFullBatches(t *testing.T) {
 	e.stats.duration.Observe(2 * time.Millisecond)
 	e.stats.fail(metadata.AttributeReasonDomainMissing)
 	e.stats.fail(metadata.AttributeReasonDomainMissing)
-	inv.Put("default/my-vm", inventory.Record{Series: hypervisor.KVM})
+	inv.Put("default/my-vm", inventory.Record{Reported: hypervisor.KVM})
 	assert.Equal(t, []point{{"default", "my-vm", "worker-node-1", "kvm", 1, false}}, points(t, metricsOf(e.build(now, changes))))
 	assert.Zero(t, metricsOf(e.build(now, changes)).DataPointCount(), "a batch of changes carries no self-metrics")
 
@@ -219,7 +219,7 @@ func TestRetractionSurvivesARefusedBatch(t *testing.T) {
 	go func() { r.emitLoop(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 
-	r.inventory.Put("default/my-vm", inventory.Record{Series: hypervisor.KVM})
+	r.inventory.Put("default/my-vm", inventory.Record{Reported: hypervisor.KVM})
 	require.Equal(t, []point{{"default", "my-vm", "n", "kvm", 1, false}}, points(t, <-batches))
 	r.inventory.Delete("default/my-vm")
 	for md := range batches {

@@ -221,5 +221,5 @@ func detections(r *kubevirtReceiver) uint64 {
 // none.
 func currentType(r *kubevirtReceiver, key string) string {
 	rec, _ := r.inventory.Get(key)
-	return string(rec.Series)
+	return string(rec.Reported)
 }

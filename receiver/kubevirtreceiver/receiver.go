@@ -16,11 +16,10 @@ import (
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/hypervisor"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/inventory"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/kube"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/launcher"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/vmi"
 )
 
-// workers bounds how many VMIs are detected at once. Detection is a short local RPC, so
+// workers bounds how many VMIs are reconciled at once. Detection is a short local RPC, so
 // a few workers keep up with hundreds of transitions a second.
 const workers = 4
 
@@ -32,7 +31,7 @@ const (
 )
 
 // kubevirtReceiver wires the flow: VMI events and libvirt domain events -> work queue
-// -> sync (detection) -> inventory -> emitter -> next consumer.
+// -> reconcile (detection) -> inventory -> emitter -> next consumer.
 type kubevirtReceiver struct {
 	cfg    *Config
 	set    receiver.Settings
@@ -62,7 +61,7 @@ type kubevirtReceiver struct {
 	wg     sync.WaitGroup
 }
 
-// vmiGetter is where sync looks VMIs up: the watch's cache.
+// vmiGetter is where reconcile looks VMIs up: the watch's cache.
 type vmiGetter interface {
 	Get(key string) (*vmi.VMI, bool)
 }
@@ -85,7 +84,7 @@ func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics) *kub
 // newReader reads domains where libvirt.source says.
 func newReader(cfg *Config, h detect.Handlers) detect.Reader {
 	if cfg.Libvirt.Source == SourceLauncher {
-		return detect.NewLauncherReader(cfg.Libvirt.PodsDir, cfg.NodeName, cfg.Libvirt.Timeout, h)
+		return detect.NewLauncherReader(cfg.Libvirt.PodsDir, cfg.Libvirt.Timeout, h)
 	}
 	return detect.NewURIReader(cfg.Libvirt.URI, cfg.Libvirt.Timeout, h)
 }
@@ -134,12 +133,11 @@ func (r *kubevirtReceiver) Shutdown(context.Context) error {
 	r.queue.ShutDown()
 	r.watcher.Shutdown()
 	r.wg.Wait()
-	r.inventory.Close()
 	r.reader.Close()
 	return nil
 }
 
-// enqueue asks for the VMI key to be synced (again).
+// enqueue asks for the VMI key to be reconciled (again).
 func (r *kubevirtReceiver) enqueue(key string) { r.queue.Add(key) }
 
 // selfMetricsChanged asks the emitter for the self-metrics soon; it never blocks.
@@ -150,13 +148,9 @@ func (r *kubevirtReceiver) selfMetricsChanged() {
 	}
 }
 
-// domainStarted queues the VMI behind a domain that started, resumed, was restored or
+// domainStarted queues the VMI key whose domain started, resumed, was restored or
 // migrated in.
-func (r *kubevirtReceiver) domainStarted(domain string) {
-	if ns, name, ok := launcher.SplitDomainName(domain); ok {
-		r.enqueue(vmi.Key(ns, name))
-	}
-}
+func (r *kubevirtReceiver) domainStarted(key string) { r.enqueue(key) }
 
 // connected queues again the VMIs that libvirt could not answer for (reported unknown,
 // or Running without a series), now that it can: the VMI key whose launcher connected,
@@ -173,22 +167,23 @@ func (r *kubevirtReceiver) connected(key string) {
 }
 
 func (r *kubevirtReceiver) retryUnanswered(key string) {
-	if rec, ok := r.inventory.Get(key); ok && rec.Series != "" && rec.Series != hypervisor.Unknown {
+	if rec, ok := r.inventory.Get(key); ok && rec.Reported != "" && rec.Reported != hypervisor.Unknown {
 		return
 	}
 	r.queue.Forget(key)
 	r.enqueue(key)
 }
 
-// work syncs queued VMIs until the queue shuts down. The queue hands a key to one
-// worker at a time, so a VMI is never synced twice at once: its record has one writer.
+// work reconciles queued VMIs until the queue shuts down. The queue hands a key to one
+// worker at a time, so a VMI is never reconciled twice at once: its record and its
+// reads have one writer.
 func (r *kubevirtReceiver) work(ctx context.Context) {
 	for {
 		key, shutdown := r.queue.Get()
 		if shutdown {
 			return
 		}
-		if retry := r.sync(ctx, key); retry {
+		if retry := r.reconcile(ctx, key); retry {
 			r.queue.AddRateLimited(key)
 		} else {
 			r.queue.Forget(key)

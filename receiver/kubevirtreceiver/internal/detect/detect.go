@@ -1,9 +1,9 @@
 // Package detect finds a VMI's running libvirt domain and reads its hypervisor: from
 // the one libvirt at a URI, or from the VMI's own virt-launcher pod (the status file
-// libvirt keeps there, else the launcher's libvirt socket). It does not decide which
-// VMIs are reported, and it keeps nothing about a VMI between detections: a connection
-// it opens to a launcher is handed to the caller, who keeps it with the VMI and closes
-// it when the VMI goes.
+// libvirt keeps there, else the launcher's libvirt socket). It owns the connections it
+// opens: a launcher's is kept for its VMI, for the launcher's events, until the caller
+// says the VMI is gone (Forget) or the Reader closes. It does not decide which VMIs
+// are reported, and keeps no result.
 package detect
 
 import (
@@ -16,36 +16,41 @@ import (
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/vmi"
 )
 
-// Reader detects the hypervisor of a VMI's domain from wherever libvirt keeps it.
+// Reader reads the hypervisor of a VMI's domain from wherever libvirt keeps it.
 type Reader interface {
-	// Detect reads the VMI's running domain and its hypervisor. conn is the launcher
-	// connection the previous Detect of this VMI returned (nil the first time); Detect
-	// returns the one to keep: conn itself, a new one (having closed conn), or nil.
-	// An error wrapping ErrNotFound means there is no such domain yet; one wrapping
-	// ErrInvalidXML, that what libvirt gave could not be read (Result.XML holds it);
-	// any other, that libvirt could not be asked.
-	Detect(ctx context.Context, v *vmi.VMI, conn *LauncherConn) (Result, *LauncherConn, error)
+	// Read reads the VMI's running domain and its hypervisor. An error wrapping
+	// ErrNotFound means there is no such domain yet; one wrapping ErrInvalidXML, that
+	// what libvirt gave could not be read (Result.XML holds it); any other, that
+	// libvirt could not be asked. Reads of one VMI must not run at once; reads of
+	// different VMIs may.
+	Read(ctx context.Context, v *vmi.VMI) (Result, error)
+	// Forget closes what the Reader keeps for the VMI key (its launcher's connection),
+	// for when the VMI is no longer reported. Not at once with a Read of the same VMI.
+	Forget(key string)
 	// Run keeps connections up and events flowing until ctx ends.
 	Run(ctx context.Context)
-	// Close closes the connections the Reader holds itself (not the LauncherConns it
-	// handed out).
+	// Close closes every connection the Reader holds, after Run has returned.
 	Close()
 }
 
 // Handlers are told about a Reader's connections and domains. They run on libvirt's
 // event loop or a reconnect loop and must not block.
 type Handlers struct {
-	// DomainStarted receives the name of a domain that started, resumed, was restored
-	// or migrated in.
-	DomainStarted func(domain string)
+	// DomainStarted receives the key of the VMI whose domain started, resumed, was
+	// restored or migrated in.
+	DomainStarted func(key string)
 	// Connected is called after a connection to libvirt was (re)established, with the
 	// key of the one VMI it serves, or "" when it serves every VMI.
 	Connected func(key string)
 }
 
-// conn adapts h to one connection that serves the VMI key.
-func (h Handlers) conn(key string) libvirtconn.Handlers {
-	c := libvirtconn.Handlers{DomainStarted: h.DomainStarted}
+// forVMI adapts h to a connection that serves the VMI key alone: its domain events
+// are that VMI's.
+func (h Handlers) forVMI(key string) libvirtconn.Handlers {
+	var c libvirtconn.Handlers
+	if h.DomainStarted != nil {
+		c.DomainStarted = func(string) { h.DomainStarted(key) }
+	}
 	if h.Connected != nil {
 		c.Connected = func() { h.Connected(key) }
 	}

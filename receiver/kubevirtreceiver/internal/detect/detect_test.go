@@ -24,16 +24,16 @@ func TestURIReaderReadsEachVMIsDomainByItsName(t *testing.T) {
 		"default/test-vm": hypervisor.Unknown,
 	} {
 		ns, name := vmi.SplitKey(key)
-		res, conn, err := r.Detect(ctx, &vmi.VMI{Namespace: ns, Name: name}, nil)
-		if err != nil || res.Type != want || conn != nil {
-			t.Errorf("%s: Detect = %+v, %v, %v; want %s and no launcher connection", key, res.Detection, conn, err, want)
+		res, err := r.Read(ctx, &vmi.VMI{Namespace: ns, Name: name})
+		if err != nil || res.Type != want {
+			t.Errorf("%s: Read = %+v, %v; want %s", key, res.Detection, err, want)
 		}
 		if res.From != uri || res.XML == "" {
 			t.Errorf("%s: read %d bytes from %q", key, len(res.XML), res.From)
 		}
 	}
 	for _, name := range []string{"no-such-vm", "stopped-vm"} {
-		if _, _, err := r.Detect(ctx, &vmi.VMI{Namespace: "default", Name: name}, nil); !errors.Is(err, ErrNotFound) {
+		if _, err := r.Read(ctx, &vmi.VMI{Namespace: "default", Name: name}); !errors.Is(err, ErrNotFound) {
 			t.Errorf("default/%s: err = %v, want ErrNotFound", name, err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,79 +15,89 @@ import (
 )
 
 // NewLauncherReader returns a Reader that reads each VMI's domain from its own
-// virt-launcher pod on node, the way KubeVirt runs them: first the status file libvirt
-// keeps in the pod's libvirt-runtime emptyDir (a file read: no RPC, no daemon lock),
-// else that launcher's libvirt socket, whose connection is then kept for its events.
-// podsDir is the host's kubelet pods directory as mounted in the collector; timeout
-// bounds each libvirt call.
-func NewLauncherReader(podsDir, node string, timeout time.Duration, h Handlers) Reader {
-	return &launcherReader{podsDir: podsDir, node: node, timeout: timeout, handlers: h, ready: make(chan struct{})}
+// virt-launcher pod, the way KubeVirt runs them: first the status file libvirt keeps
+// in the pod's libvirt-runtime emptyDir (a file read: no RPC, no daemon lock), else
+// that launcher's libvirt socket, whose connection is then kept for the VMI, for its
+// events. podsDir is the host's kubelet pods directory as mounted in the collector;
+// timeout bounds each libvirt call.
+func NewLauncherReader(podsDir string, timeout time.Duration, h Handlers) Reader {
+	return &launcherReader{podsDir: podsDir, timeout: timeout, handlers: h,
+		ready: make(chan struct{}), conns: map[string]*launcherConn{}}
 }
 
 type launcherReader struct {
-	podsDir, node string
-	timeout       time.Duration
-	handlers      Handlers
+	podsDir  string
+	timeout  time.Duration
+	handlers Handlers
 
 	ready chan struct{}   // closed when Run starts; connections made before wait for it
 	ctx   context.Context // Run's; set before ready is closed
 
-	mu     sync.Mutex
+	mu sync.Mutex
+	// conns holds, by VMI key, the connection to the VMI's launcher that last
+	// answered over its socket.
+	conns  map[string]*launcherConn
 	closed bool // Run is ending: start no more goroutines
 	wg     sync.WaitGroup
 }
 
-// LauncherConn is a connection to one launcher's libvirt, opened by a Reader for one
-// VMI. Until closed it keeps itself up, reconnecting, and passes on the launcher's
-// domain events.
-type LauncherConn struct {
+// launcherConn is a connection to one launcher's libvirt for one VMI. Until closed it
+// keeps itself up, reconnecting, and passes on the launcher's domain events.
+type launcherConn struct {
 	socket string
 	conn   *libvirtconn.Conn
 	stop   context.CancelFunc
 }
 
-// Close closes the connection; a nil LauncherConn is closed already.
-func (c *LauncherConn) Close() {
-	if c == nil {
-		return
-	}
+func (c *launcherConn) close() {
 	c.stop()
 	c.conn.Close()
 }
 
-// Detect implements Reader. A VMI with no launcher on this node, or whose launcher's
-// socket does not exist yet, has no domain yet. A status file that cannot be read or
-// parsed is passed over for the socket, which is the authority.
-func (r *launcherReader) Detect(ctx context.Context, v *vmi.VMI, conn *LauncherConn) (Result, *LauncherConn, error) {
-	launchers, err := launcher.Find(r.podsDir, r.node, v)
+// Read implements Reader. A VMI with no launcher on this node, or whose launchers'
+// sockets do not exist (yet), has no domain yet. A status file that cannot be read or
+// parsed is passed over for the sockets, which are the authority.
+func (r *launcherReader) Read(ctx context.Context, v *vmi.VMI) (Result, error) {
+	key := v.Key()
+	launchers, err := launcher.Find(r.podsDir, v)
 	if errors.Is(err, launcher.ErrNoLauncher) {
-		return Result{}, conn, fmt.Errorf("%w: %w", ErrNotFound, err)
+		r.Forget(key)
+		return Result{}, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	if err != nil {
-		return Result{}, conn, err
+		return Result{}, err
 	}
-	// Two launchers on one node only while a VMI migrates within the node. Both run the
-	// same kind of domain; the first that answers is as good as the other.
+	kept := r.kept(key)
+	if kept != nil && !slices.ContainsFunc(launchers, func(l launcher.Launcher) bool { return l.Socket == kept.socket }) {
+		r.Forget(key) // its pod is no longer the VMI's
+		kept = nil
+	}
+	// Every launcher runs the same kind of domain; the first that answers is as good
+	// as another. Status files first: reading one that is not there costs no RPC.
 	var errs []error
 	var last Result
 	for _, l := range launchers {
-		if xml, err := l.ReadStatus(); err == nil {
-			res, err := parse(xml, l.StatusFile)
-			if err == nil {
-				return res, conn, nil
-			}
-			last, errs = res, append(errs, err)
-		} else if !errors.Is(err, launcher.ErrNoStatusFile) {
-			errs = append(errs, err)
+		xml, err := l.ReadStatus()
+		if errors.Is(err, launcher.ErrNoStatusFile) {
+			continue
 		}
-		var xml string
-		xml, conn, err = r.fromSocket(ctx, v.Key(), l, conn)
 		if err == nil {
-			res, err := parse(xml, l.Socket)
-			if err == nil {
-				return res, conn, nil
+			res, perr := parse(xml, l.StatusFile)
+			if perr == nil {
+				return res, nil
 			}
-			last = res
+			last, err = res, perr
+		}
+		errs = append(errs, err)
+	}
+	for _, l := range likelyFirst(launchers, kept) {
+		xml, err := r.fromSocket(ctx, key, l)
+		if err == nil {
+			res, perr := parse(xml, l.Socket)
+			if perr == nil {
+				return res, nil
+			}
+			last, err = res, perr
 		}
 		errs = append(errs, err)
 	}
@@ -94,7 +105,41 @@ func (r *launcherReader) Detect(ctx context.Context, v *vmi.VMI, conn *LauncherC
 	if allNotFound(errs) {
 		err = fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
-	return last, conn, err
+	return last, err
+}
+
+// likelyFirst orders a VMI's launchers for asking their sockets, so that the one
+// running its domain comes first: the one whose socket answered last, then those
+// whose socket exists. Two
+// launchers of one VMI on a node are a migration within the node or, more often, a
+// completed pod that KubeVirt leaves in status.activePods after a migration; such a
+// pod's launcher is gone, and tried first it would cost a failed read every time.
+func likelyFirst(launchers []launcher.Launcher, kept *launcherConn) []launcher.Launcher {
+	if len(launchers) < 2 {
+		return launchers
+	}
+	rank := func(l launcher.Launcher) int {
+		switch {
+		case kept != nil && l.Socket == kept.socket:
+			return 0
+		case socketExists(l.Socket):
+			return 1
+		default:
+			return 2
+		}
+	}
+	ranked := slices.Clone(launchers)
+	ranks := make(map[string]int, len(ranked))
+	for _, l := range ranked {
+		ranks[l.Socket] = rank(l)
+	}
+	slices.SortStableFunc(ranked, func(a, b launcher.Launcher) int { return ranks[a.Socket] - ranks[b.Socket] })
+	return ranked
+}
+
+func socketExists(path string) bool {
+	_, err := os.Lstat(path)
+	return !errors.Is(err, os.ErrNotExist)
 }
 
 func allNotFound(errs []error) bool {
@@ -106,32 +151,77 @@ func allNotFound(errs []error) bool {
 	return true
 }
 
-// fromSocket asks the launcher's libvirt through conn, or through a new connection if
-// conn is for another socket, trying the other URI path when the daemon refuses the
-// one status.runtimeUser suggests. It returns the connection to keep.
-func (r *launcherReader) fromSocket(ctx context.Context, key string, l launcher.Launcher, conn *LauncherConn) (string, *LauncherConn, error) {
-	if _, err := os.Lstat(l.Socket); errors.Is(err, os.ErrNotExist) {
-		// The launcher pod is still starting (or gone): not an outage.
-		return "", conn, fmt.Errorf("%w: launcher socket %s does not exist", ErrNotFound, l.Socket)
+// fromSocket asks the launcher's libvirt for the domain, through the VMI's kept
+// connection if it is to this launcher, else through a new one, trying the other URI
+// path when the daemon refuses the one status.runtimeUser suggests. A new connection
+// is kept (in place of the old one) when its libvirt answered, or when the VMI has no
+// other: a launcher whose libvirt cannot be reached must not take the place of one
+// that could.
+func (r *launcherReader) fromSocket(ctx context.Context, key string, l launcher.Launcher) (string, error) {
+	if !socketExists(l.Socket) {
+		// The launcher pod is still starting, or gone: not an outage.
+		return "", fmt.Errorf("%w: launcher socket %s does not exist", ErrNotFound, l.Socket)
 	}
-	if conn == nil || conn.socket != l.Socket {
-		conn.Close()
-		conn = r.dial(key, l.Socket, l.URI)
+	kept := r.kept(key)
+	c := kept
+	if c == nil || c.socket != l.Socket {
+		c = r.dial(key, l.Socket, l.URI)
 	}
-	xml, err := conn.conn.DomainXML(ctx, l.Domain)
+	xml, err := c.conn.DomainXML(ctx, l.Domain)
 	if err != nil && launcher.IsPathRefused(err) {
-		conn.Close()
-		conn = r.dial(key, l.Socket, l.FallbackURI)
-		xml, err = conn.conn.DomainXML(ctx, l.Domain)
+		if c == kept {
+			r.Forget(key)
+			kept = nil
+		} else {
+			c.close()
+		}
+		c = r.dial(key, l.Socket, l.FallbackURI)
+		xml, err = c.conn.DomainXML(ctx, l.Domain)
 	}
-	return xml, conn, err
+	switch {
+	case c == kept:
+	case err == nil || errors.Is(err, ErrNotFound) || kept == nil:
+		r.keep(key, c)
+	default:
+		c.close()
+	}
+	return xml, err
+}
+
+// kept returns the VMI key's connection, if any.
+func (r *launcherReader) kept(key string) *launcherConn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.conns[key]
+}
+
+// keep makes c the VMI key's connection, closing the one it replaces.
+func (r *launcherReader) keep(key string, c *launcherConn) {
+	r.mu.Lock()
+	old := r.conns[key]
+	r.conns[key] = c
+	r.mu.Unlock()
+	if old != nil && old != c {
+		old.close()
+	}
+}
+
+// Forget implements Reader.
+func (r *launcherReader) Forget(key string) {
+	r.mu.Lock()
+	c := r.conns[key]
+	delete(r.conns, key)
+	r.mu.Unlock()
+	if c != nil {
+		c.close()
+	}
 }
 
 // dial makes a connection to the launcher socket for the VMI key, which keeps itself
 // up once the Reader runs.
-func (r *launcherReader) dial(key, socket, uri string) *LauncherConn {
+func (r *launcherReader) dial(key, socket, uri string) *launcherConn {
 	runCtx, cancel := context.WithCancel(context.Background())
-	c := &LauncherConn{socket: socket, conn: libvirtconn.New(uri, r.timeout, r.handlers.conn(key)), stop: cancel}
+	c := &launcherConn{socket: socket, conn: libvirtconn.New(uri, r.timeout, r.handlers.forVMI(key)), stop: cancel}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.closed {
@@ -160,5 +250,13 @@ func (r *launcherReader) Run(ctx context.Context) {
 	r.wg.Wait()
 }
 
-// Close implements Reader: the launcher connections belong to their VMIs' holders.
-func (r *launcherReader) Close() {}
+// Close implements Reader.
+func (r *launcherReader) Close() {
+	r.mu.Lock()
+	conns := r.conns
+	r.conns = map[string]*launcherConn{}
+	r.mu.Unlock()
+	for _, c := range conns {
+		c.close()
+	}
+}

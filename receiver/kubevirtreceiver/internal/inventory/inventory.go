@@ -1,48 +1,29 @@
 // Package inventory holds one record per VMI of the node that the receiver is
-// following: the type of its series, the type last read from libvirt for its launcher
-// pods, and its launcher connection. Adding or changing a VMI is one Put, forgetting
-// it one Delete. It remembers what changed since the last emission (new or changed
-// series, series to retract), so that emitting after a change costs what changed, not
-// the whole node. It reads nothing from Kubernetes or libvirt and builds no metrics.
+// following: the type of its series and the type last read from libvirt for its
+// launcher pods. Adding or changing a VMI is one Put, forgetting it one Delete. It
+// remembers what changed since the last emission (new or changed series, series to
+// retract), so that emitting after a change costs what changed, not the whole node.
+// It reads nothing from Kubernetes or libvirt, holds no connection and builds no
+// metrics.
 package inventory
 
 import (
-	"hash/fnv"
 	"sync"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/detect"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/hypervisor"
 )
 
 // Record is what the receiver keeps about one VMI.
 type Record struct {
-	// Series is the hypervisor_type of the VMI's series; "" while it has none (it is
+	// Reported is the hypervisor_type of the VMI's series; "" while it has none (it is
 	// Running but its domain is not there yet).
-	Series hypervisor.Type
-	// Known is the type last read from libvirt, and Launchers the launcher pods it was
-	// read for ("" if none was read yet). A running domain's hypervisor cannot change
-	// while its pod lives, so while libvirt cannot be asked the VMI keeps this type
-	// rather than turning unknown.
+	Reported hypervisor.Type
+	// Known is the type last read from libvirt, and KnownPods the UIDs of the launcher
+	// pods it was read for. A running domain's hypervisor cannot change while its pod
+	// lives, so while libvirt cannot be asked the VMI keeps this type rather than
+	// turning unknown.
 	Known     hypervisor.Type
-	Launchers Launchers
-	// Conn is the connection to the VMI's launcher, if detection opened one. Delete
-	// closes it; the reader that replaces it closes the old one.
-	Conn *detect.LauncherConn
-}
-
-// Launchers stands for a set of launcher pods: a fingerprint of their UIDs, 4 bytes
-// however many there are. Two sets with the same fingerprint (one chance in 4 billion)
-// would only keep a known type through a libvirt outage across a launcher change.
-type Launchers uint32
-
-// LaunchersOf returns the fingerprint of the launcher pods with these UIDs, in order.
-func LaunchersOf(podUIDs []string) Launchers {
-	h := fnv.New32a()
-	for _, uid := range podUIDs {
-		_, _ = h.Write([]byte(uid))
-		_, _ = h.Write([]byte{0})
-	}
-	return Launchers(h.Sum32())
+	KnownPods []string
 }
 
 // Series is one series of the hypervisor metric: the VMI's key (namespace/name) and
@@ -79,35 +60,11 @@ type Inventory struct {
 	changed        chan struct{}
 }
 
-// entry is a Record as stored: 16 bytes rather than 48, because a node's receiver
-// keeps one for every VMI of the node for as long as it runs.
+// entry is a Record as stored.
 type entry struct {
-	conn          *detect.LauncherConn
-	launchers     Launchers
-	series, known code
+	Record
 	// unsent says the series changed since it was last emitted (the key is in unsent).
 	unsent bool
-}
-
-// code is a hypervisor.Type as an index into types.
-type code uint8
-
-// types are the hypervisor types a record can hold; "" is none.
-var types = [...]hypervisor.Type{"", hypervisor.KVM, hypervisor.QEMUTCG, hypervisor.MSHV, hypervisor.Unknown}
-
-func codeOf(t hypervisor.Type) code {
-	for i, x := range types {
-		if x == t {
-			return code(i)
-		}
-	}
-	return codeOf(hypervisor.Unknown)
-}
-
-func (c code) typ() hypervisor.Type { return types[c] }
-
-func (e entry) record() Record {
-	return Record{Series: e.series.typ(), Known: e.known.typ(), Launchers: e.launchers, Conn: e.conn}
 }
 
 // New returns an empty Inventory.
@@ -120,7 +77,7 @@ func (inv *Inventory) Get(key string) (Record, bool) {
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
 	e, ok := inv.records[key]
-	return e.record(), ok
+	return e.Record, ok
 }
 
 // Put makes r the record of the VMI key. When its series changes, the old one (if
@@ -130,42 +87,38 @@ func (inv *Inventory) Put(key string, r Record) {
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
 	old := inv.records[key]
-	e := entry{conn: r.Conn, launchers: r.Launchers, series: codeOf(r.Series), known: codeOf(r.Known), unsent: old.unsent}
-	if e.series != old.series {
-		inv.retractLocked(key, old.series)
-		if e.series != 0 {
-			delete(inv.retract, Series{key, e.series.typ()})
+	e := entry{Record: r, unsent: old.unsent}
+	if r.Reported != old.Reported {
+		inv.retractLocked(key, old.Reported)
+		if r.Reported != "" {
+			delete(inv.retract, Series{key, r.Reported})
 			inv.markLocked(key, &e)
 		}
 		inv.signal()
 	}
-	// Stored under this key string, which is the informer's current one: the map then
-	// shares it rather than keeping an older copy alive.
 	inv.records[key] = e
 }
 
-// Delete forgets the VMI key: its series is retracted and its launcher connection
-// closed.
+// Delete forgets the VMI key: its series is retracted.
 func (inv *Inventory) Delete(key string) {
 	inv.mu.Lock()
+	defer inv.mu.Unlock()
 	e, ok := inv.records[key]
 	if ok {
 		delete(inv.records, key)
-		if e.series != 0 {
-			inv.retractLocked(key, e.series)
+		if e.Reported != "" {
+			inv.retractLocked(key, e.Reported)
 			inv.signal()
 		}
 	}
-	inv.mu.Unlock()
-	e.conn.Close()
 }
 
-func (inv *Inventory) retractLocked(key string, c code) {
-	if c == 0 {
+func (inv *Inventory) retractLocked(key string, t hypervisor.Type) {
+	if t == "" {
 		return
 	}
 	if len(inv.retract) < MaxRetractions {
-		inv.retract[Series{key, c.typ()}] = 0
+		inv.retract[Series{key, t}] = 0
 	}
 }
 
@@ -189,8 +142,8 @@ func (inv *Inventory) Changes() (live, retract []Series) {
 		}
 		e.unsent = false
 		inv.records[key] = e
-		if e.series != 0 {
-			live = append(live, Series{key, e.series.typ()})
+		if e.Reported != "" {
+			live = append(live, Series{key, e.Reported})
 		}
 	}
 	inv.clearUnsentLocked()
@@ -208,8 +161,8 @@ func (inv *Inventory) All() (live, retract []Series) {
 			e.unsent = false
 			inv.records[key] = e
 		}
-		if e.series != 0 {
-			live = append(live, Series{key, e.series.typ()})
+		if e.Reported != "" {
+			live = append(live, Series{key, e.Reported})
 		}
 	}
 	inv.clearUnsentLocked()
@@ -249,14 +202,14 @@ func (inv *Inventory) Unsent(live, retract []Series) {
 	defer inv.mu.Unlock()
 	for _, s := range live {
 		e, ok := inv.records[s.Key]
-		if ok && e.series.typ() == s.Type {
+		if ok && e.Reported == s.Type {
 			inv.markLocked(s.Key, &e)
 			inv.records[s.Key] = e
 		}
 	}
 	for _, s := range retract {
 		failed := inv.taken[s] + 1
-		if e, ok := inv.records[s.Key]; ok && e.series.typ() == s.Type {
+		if e, ok := inv.records[s.Key]; ok && e.Reported == s.Type {
 			continue
 		}
 		if _, pending := inv.retract[s]; pending || failed >= MaxUnsent || len(inv.retract) >= MaxRetractions {
@@ -274,28 +227,11 @@ func (inv *Inventory) Unanswered() []string {
 	defer inv.mu.Unlock()
 	var keys []string
 	for key, e := range inv.records {
-		if e.series == 0 || e.series.typ() == hypervisor.Unknown {
+		if e.Reported == "" || e.Reported == hypervisor.Unknown {
 			keys = append(keys, key)
 		}
 	}
 	return keys
-}
-
-// Close closes every launcher connection, for when the receiver stops.
-func (inv *Inventory) Close() {
-	inv.mu.Lock()
-	var conns []*detect.LauncherConn
-	for key, e := range inv.records {
-		if e.conn != nil {
-			conns = append(conns, e.conn)
-			e.conn = nil
-			inv.records[key] = e
-		}
-	}
-	inv.mu.Unlock()
-	for _, c := range conns {
-		c.Close()
-	}
 }
 
 // Changed is signalled, coalesced, after every change of a series.

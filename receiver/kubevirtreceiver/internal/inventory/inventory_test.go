@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"unsafe"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/hypervisor"
 )
@@ -36,24 +35,24 @@ func checkTake(t *testing.T, what string, take func() ([]Series, []Series), want
 
 func TestChangesHoldOnlyWhatChangedAndAllHoldsEverything(t *testing.T) {
 	inv := New()
-	inv.Put(myVM, Record{Series: hypervisor.KVM, Known: hypervisor.KVM})
-	inv.Put(db, Record{Series: hypervisor.Unknown})
+	inv.Put(myVM, Record{Reported: hypervisor.KVM, Known: hypervisor.KVM})
+	inv.Put(db, Record{Reported: hypervisor.Unknown})
 	checkTake(t, "first", inv.Changes, []Series{{myVM, hypervisor.KVM}, {db, hypervisor.Unknown}}, nil)
 	checkTake(t, "nothing changed", inv.Changes, nil, nil)
 
-	inv.Put(db, Record{Series: hypervisor.QEMUTCG, Known: hypervisor.QEMUTCG})
+	inv.Put(db, Record{Reported: hypervisor.QEMUTCG, Known: hypervisor.QEMUTCG})
 	checkTake(t, "db detected", inv.Changes, []Series{{db, hypervisor.QEMUTCG}}, []Series{{db, hypervisor.Unknown}})
 	checkTake(t, "all", inv.All, []Series{{myVM, hypervisor.KVM}, {db, hypervisor.QEMUTCG}}, nil)
 
-	inv.Put(myVM, Record{Series: hypervisor.MSHV})
+	inv.Put(myVM, Record{Reported: hypervisor.MSHV})
 	checkTake(t, "all after a change", inv.All, []Series{{myVM, hypervisor.MSHV}, {db, hypervisor.QEMUTCG}}, []Series{{myVM, hypervisor.KVM}})
 	checkTake(t, "all took the change", inv.Changes, nil, nil)
 }
 
 func TestDeleteRetractsOnceAndPutAgainCancelsTheRetraction(t *testing.T) {
 	inv := New()
-	inv.Put(myVM, Record{Series: hypervisor.KVM})
-	inv.Put(db, Record{Series: hypervisor.Unknown})
+	inv.Put(myVM, Record{Reported: hypervisor.KVM})
+	inv.Put(db, Record{Reported: hypervisor.Unknown})
 	inv.Changes()
 	inv.Delete(myVM)
 	checkTake(t, "deleted", inv.Changes, nil, []Series{{myVM, hypervisor.KVM}})
@@ -63,18 +62,18 @@ func TestDeleteRetractsOnceAndPutAgainCancelsTheRetraction(t *testing.T) {
 	}
 
 	inv.Delete(db)
-	inv.Put(db, Record{Series: hypervisor.Unknown})
+	inv.Put(db, Record{Reported: hypervisor.Unknown})
 	checkTake(t, "deleted and put again", inv.Changes, []Series{{db, hypervisor.Unknown}}, nil)
 }
 
 func TestASeriesWithdrawnUntilTheDomainIsBackIsRetracted(t *testing.T) {
 	inv := New()
-	inv.Put(myVM, Record{Series: hypervisor.KVM, Known: hypervisor.KVM, Launchers: LaunchersOf([]string{"pod-1"})})
+	inv.Put(myVM, Record{Reported: hypervisor.KVM, Known: hypervisor.KVM, KnownPods: []string{"pod-1"}})
 	inv.Changes()
-	inv.Put(myVM, Record{Known: hypervisor.KVM, Launchers: LaunchersOf([]string{"pod-1"})})
+	inv.Put(myVM, Record{Known: hypervisor.KVM, KnownPods: []string{"pod-1"}})
 	checkTake(t, "withdrawn", inv.Changes, nil, []Series{{myVM, hypervisor.KVM}})
 	r, ok := inv.Get(myVM)
-	if !ok || r.Series != "" || r.Known != hypervisor.KVM || r.Launchers != LaunchersOf([]string{"pod-1"}) {
+	if !ok || r.Reported != "" || r.Known != hypervisor.KVM || !slices.Equal(r.KnownPods, []string{"pod-1"}) {
 		t.Fatalf("record = %+v, %v; want no series, the known type and its launchers kept", r, ok)
 	}
 	if got := inv.Unanswered(); !reflect.DeepEqual(got, []string{myVM}) {
@@ -92,11 +91,11 @@ func TestChangedIsSignalledOnlyWhenASeriesChanged(t *testing.T) {
 			return false
 		}
 	}
-	inv.Put(myVM, Record{Series: hypervisor.KVM})
+	inv.Put(myVM, Record{Reported: hypervisor.KVM})
 	if !signalled() {
 		t.Fatal("no signal after a new series")
 	}
-	inv.Put(myVM, Record{Series: hypervisor.KVM, Known: hypervisor.KVM, Launchers: 7})
+	inv.Put(myVM, Record{Reported: hypervisor.KVM, Known: hypervisor.KVM, KnownPods: []string{"pod-7"}})
 	inv.Put(db, Record{Known: hypervisor.QEMUTCG})
 	inv.Delete("default/none")
 	inv.Delete(db)
@@ -111,14 +110,14 @@ func TestChangedIsSignalledOnlyWhenASeriesChanged(t *testing.T) {
 
 func TestUnsentComesBackUnlessItChangedMeanwhile(t *testing.T) {
 	inv := New()
-	inv.Put(myVM, Record{Series: hypervisor.KVM})
-	inv.Put(db, Record{Series: hypervisor.Unknown})
-	inv.Put("default/gone", Record{Series: hypervisor.QEMUTCG})
+	inv.Put(myVM, Record{Reported: hypervisor.KVM})
+	inv.Put(db, Record{Reported: hypervisor.Unknown})
+	inv.Put("default/gone", Record{Reported: hypervisor.QEMUTCG})
 	inv.Changes()
 	inv.Delete("default/gone")
-	inv.Put(db, Record{Series: hypervisor.QEMUTCG})
+	inv.Put(db, Record{Reported: hypervisor.QEMUTCG})
 	live, retract := inv.Changes() // the batch that carried these fails
-	inv.Put(db, Record{Series: hypervisor.MSHV})
+	inv.Put(db, Record{Reported: hypervisor.MSHV})
 	inv.Unsent(live, retract)
 	checkTake(t, "after Unsent", inv.Changes,
 		[]Series{{db, hypervisor.MSHV}},
@@ -126,14 +125,14 @@ func TestUnsentComesBackUnlessItChangedMeanwhile(t *testing.T) {
 
 	inv.Delete(myVM)
 	_, retract = inv.Changes()
-	inv.Put(myVM, Record{Series: hypervisor.KVM}) // back before the failed batch could be resent
+	inv.Put(myVM, Record{Reported: hypervisor.KVM}) // back before the failed batch could be resent
 	inv.Unsent(nil, retract)
 	checkTake(t, "live again", inv.Changes, []Series{{myVM, hypervisor.KVM}}, nil)
 }
 
 func TestARetractionIsGivenUpAfterMaxUnsentFailures(t *testing.T) {
 	inv := New()
-	inv.Put(myVM, Record{Series: hypervisor.KVM})
+	inv.Put(myVM, Record{Reported: hypervisor.KVM})
 	inv.Changes()
 	inv.Delete(myVM)
 	for i := range MaxUnsent {
@@ -150,33 +149,10 @@ func TestRetractionsAreBounded(t *testing.T) {
 	inv := New()
 	for i := range MaxRetractions + 10 {
 		key := "ns/vm-" + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + strings.Repeat("y", i/26)
-		inv.Put(key, Record{Series: hypervisor.KVM})
+		inv.Put(key, Record{Reported: hypervisor.KVM})
 		inv.Delete(key)
 	}
 	if _, retract := inv.Changes(); len(retract) != MaxRetractions {
 		t.Fatalf("%d retractions pending, want at most %d", len(retract), MaxRetractions)
-	}
-}
-
-func TestLaunchersOfTellsPodSetsApart(t *testing.T) {
-	a, b := LaunchersOf([]string{"pod-1"}), LaunchersOf([]string{"pod-1", "pod-2"})
-	if a == b || a == LaunchersOf([]string{"pod-2"}) || a == LaunchersOf(nil) || LaunchersOf([]string{"pod-1pod-2"}) == b {
-		t.Fatal("different launcher pods have the same fingerprint")
-	}
-	if a != LaunchersOf([]string{"pod-1"}) {
-		t.Fatal("the same launcher pods have different fingerprints")
-	}
-}
-
-// TestEntryIsSmall guards the memory figure in docs/benchmarks.md: a node's receiver
-// keeps one entry per VMI of the node.
-func TestEntryIsSmall(t *testing.T) {
-	if size := unsafe.Sizeof(entry{}); size > 16 {
-		t.Errorf("entry is %d bytes, want at most 16", size)
-	}
-	for _, typ := range []hypervisor.Type{hypervisor.KVM, hypervisor.QEMUTCG, hypervisor.MSHV, hypervisor.Unknown} {
-		if got := codeOf(typ).typ(); got != typ {
-			t.Errorf("%q is stored as %q", typ, got)
-		}
 	}
 }

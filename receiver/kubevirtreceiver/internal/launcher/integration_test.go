@@ -65,7 +65,7 @@ func TestLaunchersOnANode(t *testing.T) {
 
 		// What the receiver has: the slim view of the VMI from its watch.
 		slim := watchedVMI(ctx, t, api, node.Name(), vmi.Key(v.ns, v.name))
-		ls, err := launcher.Find(node.PodsDir(), node.Name(), slim)
+		ls, err := launcher.Find(node.PodsDir(), slim)
 		if err != nil {
 			t.Fatalf("Find(%s/%s): %v", v.ns, v.name, err)
 		}
@@ -171,8 +171,8 @@ func TestFallbackURIAgainstSessionDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, err := launcher.Find(node.PodsDir(), node.Name(), &vmi.VMI{
-		Namespace: "default", Name: "mislabelled", ActivePods: map[string]string{pod.PodUID: node.Name()}, RuntimeUser: 0,
+	ls, err := launcher.Find(node.PodsDir(), &vmi.VMI{
+		Namespace: "default", Name: "mislabelled", Pods: []string{pod.PodUID}, RuntimeUser: 0,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -283,8 +283,8 @@ func TestMinimalPrivileges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, err := launcher.Find(node.PodsDir(), node.Name(), &vmi.VMI{
-		Namespace: "default", Name: "caps", ActivePods: map[string]string{pod.PodUID: node.Name()}, RuntimeUser: pod.RuntimeUser(),
+	ls, err := launcher.Find(node.PodsDir(), &vmi.VMI{
+		Namespace: "default", Name: "caps", Pods: []string{pod.PodUID}, RuntimeUser: pod.RuntimeUser(),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,7 @@
 //	<pods_dir>/<podUID>/volumes/kubernetes.io~empty-dir/libvirt-runtime/qemu/run/<ns>_<name>.xml  (non-root launcher)
 //	<pods_dir>/<podUID>/volumes/kubernetes.io~empty-dir/libvirt-runtime/qemu/<ns>_<name>.xml      (root launcher)
 //
-// The pod UIDs come from the VMI's status.activePods (two during a migration), and
+// The pod UIDs come from the VMI's status.activePods ([vmi.VMI.Pods]), and
 // status.runtimeUser says whether the launcher's libvirt runs as root (0) or not. The
 // domain is named <namespace>_<name> ([DomainName]).
 package launcher
@@ -86,26 +86,27 @@ type Launcher struct {
 	StatusFile string
 }
 
-// Find returns the VMI's launchers on node, sorted by pod UID: usually one, two while
-// the VMI migrates within the node. podsDir is the host's kubelet pods directory as
-// mounted in the collector. With no launcher on node the error wraps [ErrNoLauncher];
-// with a socket path too long for a unix socket it wraps [ErrSocketPathTooLong] and
-// tells the user to shorten pods_dir. Find looks at no file: a launcher whose socket
-// does not exist yet is the caller's to retry.
-func Find(podsDir, node string, v *vmi.VMI) ([]Launcher, error) {
+// Find returns the launchers of the VMI's launcher pods on this node (v.Pods), in
+// their order: usually one. A migration within the node adds the target's, and the
+// completed pods KubeVirt leaves in status.activePods after a migration add launchers
+// whose pod is gone. podsDir is the host's kubelet pods directory as mounted in the
+// collector. With no launcher pod the error wraps [ErrNoLauncher]; with a socket path
+// too long for a unix socket it wraps [ErrSocketPathTooLong] and tells the user to
+// shorten pods_dir. Find looks at no file: which launchers still exist is the
+// caller's to find out.
+func Find(podsDir string, v *vmi.VMI) ([]Launcher, error) {
 	if err := checkName("namespace", v.Namespace); err != nil {
 		return nil, err
 	}
 	if err := checkName("name", v.Name); err != nil {
 		return nil, err
 	}
-	uids := v.LauncherPods(node)
-	if len(uids) == 0 {
-		return nil, fmt.Errorf("VMI %s/%s: %w %q (status.activePods: %v)", v.Namespace, v.Name, ErrNoLauncher, node, v.ActivePods)
+	if len(v.Pods) == 0 {
+		return nil, fmt.Errorf("VMI %s/%s: %w (status.activePods names none)", v.Namespace, v.Name, ErrNoLauncher)
 	}
 	domain := DomainName(v.Namespace, v.Name)
-	launchers := make([]Launcher, 0, len(uids))
-	for _, uid := range uids {
+	launchers := make([]Launcher, 0, len(v.Pods))
+	for _, uid := range v.Pods {
 		if err := checkPodUID(uid); err != nil {
 			return nil, fmt.Errorf("VMI %s/%s: %w", v.Namespace, v.Name, err)
 		}

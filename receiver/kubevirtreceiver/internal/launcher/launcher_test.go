@@ -24,10 +24,10 @@ func TestMaxPodsDirLen(t *testing.T) {
 }
 
 func TestFindNonRootLauncher(t *testing.T) {
-	got, err := Find("/pods", "node-1", &vmi.VMI{
+	got, err := Find("/pods", &vmi.VMI{
 		Namespace:   "default",
 		Name:        "my-vm",
-		ActivePods:  map[string]string{uidA: "node-1"},
+		Pods:        []string{uidA},
 		RuntimeUser: 107,
 	})
 	if err != nil {
@@ -48,10 +48,10 @@ func TestFindNonRootLauncher(t *testing.T) {
 }
 
 func TestFindRootLauncher(t *testing.T) {
-	got, err := Find("/pods/", "node-1", &vmi.VMI{
-		Namespace:  "legacy",
-		Name:       "root-vm",
-		ActivePods: map[string]string{uidA: "node-1"},
+	got, err := Find("/pods/", &vmi.VMI{
+		Namespace: "legacy",
+		Name:      "root-vm",
+		Pods:      []string{uidA},
 		// RuntimeUser 0: a root launcher, or a KubeVirt that predates the field.
 	})
 	if err != nil {
@@ -73,16 +73,10 @@ func TestFindRootLauncher(t *testing.T) {
 	}
 }
 
-func TestFindFiltersByNodeAndSorts(t *testing.T) {
-	// A migration within one node (or a stale entry): both pods on node-1, and a
-	// third on another node that must be ignored.
-	const uidC = "ffffffff-0000-4000-8000-000000000000"
-	got, err := Find("/pods", "node-1", &vmi.VMI{
-		Namespace:   "ns",
-		Name:        "vm",
-		ActivePods:  map[string]string{uidA: "node-1", uidB: "node-1", uidC: "node-2"},
-		RuntimeUser: 107,
-	})
+func TestFindGivesALauncherPerPod(t *testing.T) {
+	// A migration within one node, or a completed pod left listed after one: two pods
+	// on this node, in the order the watch sorted them.
+	got, err := Find("/pods", &vmi.VMI{Namespace: "ns", Name: "vm", Pods: []string{uidB, uidA}, RuntimeUser: 107})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,24 +91,17 @@ func TestFindFiltersByNodeAndSorts(t *testing.T) {
 }
 
 func TestFindNoLauncherOnNode(t *testing.T) {
-	for name, pods := range map[string]map[string]string{
-		"no activePods":  nil,
-		"other node":     {uidA: "node-2"},
-		"empty nodename": {uidA: ""},
-	} {
-		t.Run(name, func(t *testing.T) {
-			_, err := Find("/pods", "node-1", &vmi.VMI{Namespace: "ns", Name: "vm", ActivePods: pods, RuntimeUser: 107})
-			if !errors.Is(err, ErrNoLauncher) {
-				t.Errorf("err = %v, want ErrNoLauncher", err)
-			}
-		})
+	for name, pods := range map[string][]string{"none": nil, "empty": {}} {
+		if _, err := Find("/pods", &vmi.VMI{Namespace: "ns", Name: "vm", Pods: pods, RuntimeUser: 107}); !errors.Is(err, ErrNoLauncher) {
+			t.Errorf("%s: err = %v, want ErrNoLauncher", name, err)
+		}
 	}
 }
 
 func TestFindSocketPathTooLong(t *testing.T) {
-	v := &vmi.VMI{Namespace: "ns", Name: "vm", ActivePods: map[string]string{uidA: "n"}, RuntimeUser: 107}
+	v := &vmi.VMI{Namespace: "ns", Name: "vm", Pods: []string{uidA}, RuntimeUser: 107}
 	// /var/lib/kubelet/pods, as a user might naively mount it, is far too long.
-	_, err := Find("/var/lib/kubelet/pods", "n", v)
+	_, err := Find("/var/lib/kubelet/pods", v)
 	if !errors.Is(err, ErrSocketPathTooLong) {
 		t.Fatalf("err = %v, want ErrSocketPathTooLong", err)
 	}
@@ -126,29 +113,29 @@ func TestFindSocketPathTooLong(t *testing.T) {
 
 	// Exactly at the limit it fits, one byte more it does not.
 	fits := "/" + strings.Repeat("p", MaxPodsDirLen-1)
-	got, err := Find(fits, "n", v)
+	got, err := Find(fits, v)
 	if err != nil {
 		t.Fatalf("Find(%q): %v", fits, err)
 	}
 	if len(got[0].Socket) != MaxSocketPath {
 		t.Errorf("socket %s is %d bytes, want exactly %d", got[0].Socket, len(got[0].Socket), MaxSocketPath)
 	}
-	if _, err := Find(fits+"p", "n", v); !errors.Is(err, ErrSocketPathTooLong) {
+	if _, err := Find(fits+"p", v); !errors.Is(err, ErrSocketPathTooLong) {
 		t.Errorf("Find(%q): err = %v, want ErrSocketPathTooLong", fits+"p", err)
 	}
 }
 
 func TestFindRejectsPathTricks(t *testing.T) {
 	for name, v := range map[string]*vmi.VMI{
-		"uid with slash":  {Namespace: "ns", Name: "vm", ActivePods: map[string]string{"../../etc": "n"}},
-		"uid dot-dot":     {Namespace: "ns", Name: "vm", ActivePods: map[string]string{"..": "n"}},
-		"empty uid":       {Namespace: "ns", Name: "vm", ActivePods: map[string]string{"": "n"}},
-		"name with slash": {Namespace: "ns", Name: "../x", ActivePods: map[string]string{uidA: "n"}},
-		"empty namespace": {Name: "vm", ActivePods: map[string]string{uidA: "n"}},
-		"dot-dot name":    {Namespace: "ns", Name: "..", ActivePods: map[string]string{uidA: "n"}},
+		"uid with slash":  {Namespace: "ns", Name: "vm", Pods: []string{"../../etc"}},
+		"uid dot-dot":     {Namespace: "ns", Name: "vm", Pods: []string{".."}},
+		"empty uid":       {Namespace: "ns", Name: "vm", Pods: []string{""}},
+		"name with slash": {Namespace: "ns", Name: "../x", Pods: []string{uidA}},
+		"empty namespace": {Name: "vm", Pods: []string{uidA}},
+		"dot-dot name":    {Namespace: "ns", Name: "..", Pods: []string{uidA}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if got, err := Find("/pods", "n", v); err == nil {
+			if got, err := Find("/pods", v); err == nil {
 				t.Errorf("Find = %+v, want an error", got)
 			}
 		})
@@ -177,10 +164,10 @@ func TestValidatePodsDir(t *testing.T) {
 // TestValidatePodsDirAgreesWithFind: a pods_dir that passes validation never yields a
 // too-long socket for a real (36-byte) pod UID, and one that fails always does.
 func TestValidatePodsDirAgreesWithFind(t *testing.T) {
-	v := &vmi.VMI{Namespace: "ns", Name: "vm", ActivePods: map[string]string{uidA: "n"}, RuntimeUser: 107}
+	v := &vmi.VMI{Namespace: "ns", Name: "vm", Pods: []string{uidA}, RuntimeUser: 107}
 	for n := 1; n <= 20; n++ {
 		dir := "/" + strings.Repeat("d", n-1)
-		_, findErr := Find(dir, "n", v)
+		_, findErr := Find(dir, v)
 		valErr := ValidatePodsDir(dir)
 		if (valErr == nil) != (findErr == nil) {
 			t.Errorf("pods_dir %q: ValidatePodsDir = %v but Find = %v", dir, valErr, findErr)

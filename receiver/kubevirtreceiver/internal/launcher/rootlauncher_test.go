@@ -170,8 +170,8 @@ func TestRootLauncher(t *testing.T) {
 	node := testenv.MustStartNode(t, testenv.NodeOptions{})
 	uid := startRootLauncher(t, node)
 
-	ls, err := launcher.Find(node.PodsDir(), node.Name(), &vmi.VMI{
-		Namespace: "legacy", Name: "root-vm", ActivePods: map[string]string{uid: node.Name()}, RuntimeUser: 0,
+	ls, err := launcher.Find(node.PodsDir(), &vmi.VMI{
+		Namespace: "legacy", Name: "root-vm", Pods: []string{uid}, RuntimeUser: 0,
 	})
 	if err != nil {
 		t.Fatal(err)

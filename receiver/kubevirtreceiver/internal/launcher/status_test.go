@@ -18,7 +18,7 @@ import (
 func podLayout(t *testing.T) (Launcher, string) {
 	t.Helper()
 	pods := t.TempDir()
-	ls, err := Find(pods, "n", &vmi.VMI{Namespace: "ns", Name: "vm", ActivePods: map[string]string{uidA: "n"}, RuntimeUser: 107})
+	ls, err := Find(pods, &vmi.VMI{Namespace: "ns", Name: "vm", Pods: []string{uidA}, RuntimeUser: 107})
 	if err != nil {
 		// t.TempDir is long; a long pods_dir only matters for sockets, so fall back
 		// to building the launcher by hand.

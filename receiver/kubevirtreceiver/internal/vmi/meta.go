@@ -5,13 +5,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// noMeta is the part of metav1.Object that cached objects do not keep: getters return
-// nothing and setters do nothing. It has no fields, so embedding it costs no memory;
-// cached overrides the getters it keeps. The informer only reads metadata, and only
-// name, namespace, UID and resourceVersion at that.
+// noMeta is the part of metav1.Object that VMI does not keep: getters return nothing
+// and setters do nothing. It has no fields, so embedding it costs no memory; VMI
+// overrides the getters it keeps. The informer only reads metadata, and only name,
+// namespace, UID, resourceVersion and one annotation at that.
 type noMeta struct{}
-
-var _ metav1.Object = (*cached)(nil)
 
 func (noMeta) GetNamespace() string                          { return "" }
 func (noMeta) SetNamespace(string)                           {}

@@ -22,11 +22,12 @@ const NodeLabel = "kubevirt.io/nodeName"
 // PhaseRunning is the VMI phase in which a domain exists and is reported.
 const PhaseRunning = "Running"
 
-// VMI is the slim view of a VirtualMachineInstance: only the fields detection needs.
-// The watch decodes only these fields (see wire), its cache holds them packed smaller
-// still (see cached), and Watcher.Get unpacks them. Every package that needs a VMI
-// takes this type.
+// VMI is a VirtualMachineInstance as the receiver sees it: only the fields detection
+// needs. It is the one shape of a VMI: the watch decodes the API server's JSON into it
+// (see decode.go), its cache holds it, and every package that needs a VMI takes it.
+// Cached VMIs are shared: never modify one.
 type VMI struct {
+	noMeta
 	// Namespace and Name are metadata.namespace and metadata.name.
 	Namespace, Name string
 	// UID is metadata.uid: a VMI deleted and created again under the same name has a
@@ -38,14 +39,23 @@ type VMI struct {
 	Phase string
 	// NodeName is status.nodeName, the node whose launcher pod runs the domain.
 	NodeName string
-	// ActivePods is status.activePods: launcher pod UID -> node.
-	ActivePods map[string]string
+	// Pods are the UIDs of the VMI's virt-launcher pods on the watched node, sorted:
+	// the entries of status.activePods that name it. Usually one. A migration within
+	// the node adds the target's, and KubeVirt leaves a completed pod listed in
+	// status.activePods after a migration, so an entry may name a pod that is gone.
+	Pods []string
 	// RuntimeUser is status.runtimeUser, the uid of the launcher's libvirt (107 by
 	// default, 0 for root launchers).
 	RuntimeUser int64
 	// Paused is true while the VMI's Paused condition is True. Pausing keeps the
 	// phase Running; resuming is a reason to look at the domain again.
 	Paused bool
+
+	// activePods is status.activePods (pod UID -> node) as decoded, until the watch,
+	// which knows its node, turns it into Pods.
+	activePods map[string]string
+	// initialEventsEnd is the one annotation the watch reads (see GetAnnotations).
+	initialEventsEnd string
 }
 
 // Key is the key of the VMI namespace/name in the watch's cache, the work queue and
@@ -83,15 +93,25 @@ func (v *VMI) Reportable(node string) (bool, string) {
 	return true, ""
 }
 
-// LauncherPods returns the UIDs of the VMI's launcher pods on node, sorted. During a
-// migration a VMI has one on the source and one on the target node.
-func (v *VMI) LauncherPods(node string) []string {
-	var uids []string
-	for uid, n := range v.ActivePods {
+// forNode sets Pods to the VMI's launcher pods on node, once: a VMI that has been
+// through it already (the informer may pass one again) is left as it is.
+func (v *VMI) forNode(node string) {
+	if v.activePods == nil {
+		return
+	}
+	v.Pods = nil
+	for uid, n := range v.activePods {
 		if n == node {
-			uids = append(uids, uid)
+			v.Pods = append(v.Pods, uid)
 		}
 	}
-	slices.Sort(uids)
-	return uids
+	slices.Sort(v.Pods)
+	v.activePods = nil
+}
+
+// sameState says whether o is v as far as detection is concerned. Updates that change
+// nothing here (guest agent data, interface lists, timestamps) need no new detection.
+func (v *VMI) sameState(o *VMI) bool {
+	return v.UID == o.UID && v.Phase == o.Phase && v.NodeName == o.NodeName &&
+		v.RuntimeUser == o.RuntimeUser && v.Paused == o.Paused && slices.Equal(v.Pods, o.Pods)
 }

@@ -8,21 +8,21 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// decodeWire decodes a VMI's JSON the way the watch's client does.
-func decodeWire(t testing.TB, doc string) *wire {
+// decode decodes a VMI's JSON the way the watch's client does.
+func decode(t testing.TB, doc string) *VMI {
 	t.Helper()
-	w := &wire{}
-	if err := json.Unmarshal([]byte(doc), w); err != nil {
+	v := &VMI{}
+	if err := json.Unmarshal([]byte(doc), v); err != nil {
 		t.Fatalf("decoding %s: %v", doc, err)
 	}
-	return w
+	return v
 }
 
-func TestWireReadsWhatItCanOfMistypedStatuses(t *testing.T) {
+func TestDecodeReadsWhatItCanOfMistypedStatuses(t *testing.T) {
 	meta := `"metadata":{"namespace":"default","name":"vm","uid":"u1","resourceVersion":"7","labels":{"a":"b"},"managedFields":[{"manager":"x"}]}`
 	for status, want := range map[string]VMI{
 		`{"phase":"Running","nodeName":"node-a","activePods":{"p1":"node-a"},"runtimeUser":107,"conditions":[{"type":"Paused","status":"True"}],"guestOSInfo":{"id":"fedora"}}`: {
-			Phase: "Running", NodeName: "node-a", ActivePods: map[string]string{"p1": "node-a"}, RuntimeUser: 107, Paused: true,
+			Phase: "Running", NodeName: "node-a", activePods: map[string]string{"p1": "node-a"}, RuntimeUser: 107, Paused: true,
 		},
 		`{"phase":"Running","nodeName":42}`:                                                                      {Phase: "Running"},
 		`{"phase":{"Running":true},"nodeName":"node-a"}`:                                                         {NodeName: "node-a"},
@@ -38,13 +38,13 @@ func TestWireReadsWhatItCanOfMistypedStatuses(t *testing.T) {
 		`["Running","node-a"]`: {},
 		`null`:                 {},
 	} {
-		got := decodeWire(t, `{`+meta+`,"status":`+status+`}`).vmi()
+		got := decode(t, `{`+meta+`,"status":`+status+`}`)
 		want.Namespace, want.Name, want.UID, want.ResourceVersion = "default", "vm", "u1", "7"
 		if !reflect.DeepEqual(*got, want) {
 			t.Errorf("status %s: got %+v, want %+v", status, *got, want)
 		}
 	}
-	if got := decodeWire(t, `{`+meta+`}`).vmi(); got.Phase != "" || got.Name != "vm" {
+	if got := decode(t, `{`+meta+`}`); got.Phase != "" || got.Name != "vm" {
 		t.Errorf("no status: got %+v", got)
 	}
 }
@@ -52,12 +52,12 @@ func TestWireReadsWhatItCanOfMistypedStatuses(t *testing.T) {
 // TestWireKeepsTheAnnotationThatEndsAStreamedList: client-go's reflector, streaming its
 // first list as watch events, knows the list is complete by an annotation on a
 // bookmark; the other annotations are not kept.
-func TestWireKeepsTheAnnotationThatEndsAStreamedList(t *testing.T) {
-	bookmark := decodeWire(t, `{"kind":"VirtualMachineInstance","apiVersion":"kubevirt.io/v1","metadata":{"resourceVersion":"42","annotations":{"k8s.io/initial-events-end":"true"}}}`)
+func TestDecodeKeepsTheAnnotationThatEndsAStreamedList(t *testing.T) {
+	bookmark := decode(t, `{"kind":"VirtualMachineInstance","apiVersion":"kubevirt.io/v1","metadata":{"resourceVersion":"42","annotations":{"k8s.io/initial-events-end":"true"}}}`)
 	if got := bookmark.GetAnnotations(); got[metav1.InitialEventsAnnotationKey] != "true" || bookmark.GetResourceVersion() != "42" {
 		t.Errorf("bookmark: annotations %v, resourceVersion %q", got, bookmark.GetResourceVersion())
 	}
-	plain := decodeWire(t, `{"metadata":{"name":"vm","annotations":{"kubevirt.io/latest-observed-api-version":"v1"}}}`)
+	plain := decode(t, `{"metadata":{"name":"vm","annotations":{"kubevirt.io/latest-observed-api-version":"v1"}}}`)
 	if got := plain.GetAnnotations(); got != nil {
 		t.Errorf("a VMI's annotations kept: %v", got)
 	}

@@ -21,7 +21,7 @@ import (
 type Watcher struct {
 	informer cache.SharedIndexInformer
 	health   *health
-	names    interner
+	node     string
 	wg       sync.WaitGroup
 }
 
@@ -42,7 +42,7 @@ func NewWatcher(cfg *rest.Config, node string, logger *zap.Logger, h WatcherHand
 	if changed == nil {
 		changed = func() {}
 	}
-	w := &Watcher{health: newHealth(logger, selector, changed)}
+	w := &Watcher{health: newHealth(logger, selector, changed), node: node}
 	client, err := newVMIClient(cfg)
 	if err != nil {
 		return nil, err
@@ -72,11 +72,11 @@ func NewWatcher(cfg *rest.Config, node string, logger *zap.Logger, h WatcherHand
 	// the receiver never uses (one more map entry per VMI).
 	w.informer = cache.NewSharedIndexInformerWithOptions(
 		cache.ToListWatcherWithWatchListSemantics(lw, client.rest),
-		&wire{},
+		&VMI{},
 		cache.SharedIndexInformerOptions{ObjectDescription: Resource.String()},
 	)
 	w.health.synced = w.informer.HasSynced
-	if err := w.informer.SetTransform(w.slim); err != nil {
+	if err := w.informer.SetTransform(w.transform); err != nil {
 		return nil, fmt.Errorf("vmi informer: %w", err)
 	}
 	// Replaces client-go's default handler, which would write to stderr through klog.
@@ -88,8 +88,8 @@ func NewWatcher(cfg *rest.Config, node string, logger *zap.Logger, h WatcherHand
 	onChange := h.Changed
 	notify := func(obj any) {
 		switch o := obj.(type) {
-		case *cached:
-			onChange(o.key) // shared with the cache rather than built again
+		case *VMI:
+			onChange(o.Key())
 		case cache.DeletedFinalStateUnknown:
 			onChange(o.Key)
 		}
@@ -97,8 +97,8 @@ func NewWatcher(cfg *rest.Config, node string, logger *zap.Logger, h WatcherHand
 	if _, err := w.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: notify,
 		UpdateFunc: func(old, obj any) {
-			o, ok1 := old.(*cached)
-			n, ok2 := obj.(*cached)
+			o, ok1 := old.(*VMI)
+			n, ok2 := obj.(*VMI)
 			if ok1 && ok2 && o.sameState(n) {
 				return
 			}
@@ -133,33 +133,29 @@ func (w *Watcher) Shutdown() {
 	w.wg.Wait()
 }
 
-// Get returns the cached VMI for key, if the node has it.
+// Get returns the cached VMI for key, if the node has it. It is the cache's own:
+// never modify it.
 func (w *Watcher) Get(key string) (*VMI, bool) {
 	obj, ok, err := w.informer.GetStore().GetByKey(key)
 	if err != nil || !ok {
 		return nil, false
 	}
-	c, ok := obj.(*cached)
-	if !ok {
-		return nil, false
-	}
-	return c.vmi(), true
+	v, ok := obj.(*VMI)
+	return v, ok
 }
 
-// slim is the informer's transform: it packs each decoded VMI before it enters the
-// cache.
-func (w *Watcher) slim(obj any) (any, error) {
+// transform is the informer's: it gives each decoded VMI its launcher pods on the
+// watcher's node before it enters the cache.
+func (w *Watcher) transform(obj any) (any, error) {
 	switch o := obj.(type) {
-	case *wire:
-		return compact(o.vmi(), &w.names), nil
+	case *VMI:
+		o.forNode(w.node)
 	case cache.DeletedFinalStateUnknown:
-		if u, ok := o.Obj.(*wire); ok {
-			o.Obj = compact(u.vmi(), &w.names)
+		if v, ok := o.Obj.(*VMI); ok {
+			v.forNode(w.node)
 		}
-		return o, nil
-	default:
-		return obj, nil
 	}
+	return obj, nil
 }
 
 // followedWatch tells health when the reflector is done with a watch: it stops every

@@ -2,6 +2,7 @@ package vmi
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -59,7 +60,7 @@ func TestWatcherFollowsVMIsOfItsNodeOnARealAPIServer(t *testing.T) {
 	if ok, why := v.Reportable("node-a"); !ok {
 		t.Fatalf("Running VMI on node-a not reportable: %s", why)
 	}
-	if v.RuntimeUser != 107 || v.ActivePods["pod-uid-1"] != "node-a" || v.UID == "" {
+	if v.RuntimeUser != 107 || !slices.Equal(v.Pods, []string{"pod-uid-1"}) || v.UID == "" {
 		t.Errorf("slim view lost fields: %+v", v)
 	}
 	if _, ok := w.Get("default/theirs"); ok || seen.count("default/theirs") != 0 {

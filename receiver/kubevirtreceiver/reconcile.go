@@ -3,13 +3,13 @@ package kubevirtreceiver
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/detect"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/hypervisor"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/inventory"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/metadata"
 )
 
@@ -28,9 +28,9 @@ func libvirtHint(source string) string {
 	return "check that libvirt runs at libvirt.uri and that the collector may connect to it"
 }
 
-// sync brings the record of the VMI key, and so its series, in line with the cluster
-// and libvirt, and says whether to sync it again later (with backoff). It is the
-// receiver's decision table:
+// reconcile brings the record of the VMI key, and so its series, in line with the
+// cluster and libvirt, and says whether to reconcile it again later (with backoff). It
+// is the receiver's decision table:
 //
 //	VMI                    libvirt                     series                        failure             again
 //	gone, or not Running   (not asked)                 removed, record forgotten     -                   no
@@ -41,7 +41,7 @@ func libvirtHint(source string) string {
 //	                       no such domain (yet)        none until there is           domain_missing      yes
 //	                       unreachable                 the type known for the same   libvirt_unreachable yes
 //	                                                   launcher pods, else unknown
-func (r *kubevirtReceiver) sync(ctx context.Context, key string) (again bool) {
+func (r *kubevirtReceiver) reconcile(ctx context.Context, key string) (again bool) {
 	v, ok := r.vmis.Get(key)
 	if !ok {
 		r.remove(key)
@@ -53,11 +53,9 @@ func (r *kubevirtReceiver) sync(ctx context.Context, key string) (again bool) {
 		return false
 	}
 	rec, _ := r.inventory.Get(key)
-	launchers := inventory.LaunchersOf(v.LauncherPods(r.cfg.NodeName))
 
 	start := time.Now()
-	res, conn, err := r.reader.Detect(ctx, v, rec.Conn)
-	rec.Conn = conn
+	res, err := r.reader.Read(ctx, v)
 
 	if err == nil || errors.Is(err, detect.ErrNotFound) || errors.Is(err, detect.ErrInvalidXML) {
 		r.libvirtFaults.Recover(key, libvirtRecovered)
@@ -67,27 +65,27 @@ func (r *kubevirtReceiver) sync(ctx context.Context, key string) (again bool) {
 		r.stats.fail(metadata.AttributeReasonInvalidXML)
 		r.logger.Warn("Failed to parse domain XML; reporting unknown", zap.String("vmi", key), zap.Error(err))
 		r.logger.Debug("Domain XML", zap.String("vmi", key), zap.String("from", res.From), zap.String("xml", res.XML))
-		rec.Series = hypervisor.Unknown
+		rec.Reported = hypervisor.Unknown
 	case errors.Is(err, detect.ErrNotFound):
 		// Running in Kubernetes before libvirt has started the domain: wait for it.
 		r.stats.fail(metadata.AttributeReasonDomainMissing)
 		r.logger.Debug("Domain not running yet; will retry", zap.String("vmi", key), zap.Error(err))
-		rec.Series = ""
+		rec.Reported = ""
 		again = true
 	case err != nil:
 		r.stats.fail(metadata.AttributeReasonLibvirtUnreachable)
 		// Logged once when libvirt becomes unreachable and then at most every
 		// faultInterval, not for every VMI and retry.
-		if rec.Known != "" && rec.Known != hypervisor.Unknown && rec.Launchers == launchers {
+		if rec.Known != "" && rec.Known != hypervisor.Unknown && slices.Equal(rec.KnownPods, v.Pods) {
 			r.libvirtFaults.Fail(key, metadata.AttributeReasonLibvirtUnreachable.String(),
 				"Failed to detect hypervisor; keeping the type known for this launcher",
 				zap.String("vmi", key), zap.String("hypervisor_type", string(rec.Known)), zap.String("hint", libvirtHint(r.cfg.Libvirt.Source)), zap.Error(err))
-			rec.Series = rec.Known
+			rec.Reported = rec.Known
 		} else {
 			r.libvirtFaults.Fail(key, metadata.AttributeReasonLibvirtUnreachable.String(),
 				"Failed to detect hypervisor; reporting unknown",
 				zap.String("vmi", key), zap.String("hint", libvirtHint(r.cfg.Libvirt.Source)), zap.Error(err))
-			rec.Series = hypervisor.Unknown
+			rec.Reported = hypervisor.Unknown
 		}
 		again = true
 	default:
@@ -98,7 +96,7 @@ func (r *kubevirtReceiver) sync(ctx context.Context, key string) (again bool) {
 		} else {
 			r.logger.Debug("Detected hypervisor", zap.String("vmi", key), zap.String("hypervisor_type", string(res.Type)), zap.String("from", res.From))
 		}
-		rec.Series, rec.Known, rec.Launchers = res.Type, res.Type, launchers
+		rec.Reported, rec.Known, rec.KnownPods = res.Type, res.Type, v.Pods
 	}
 	r.inventory.Put(key, rec)
 	// Observed last, so that whoever sees the count go up also sees the outcome.
@@ -107,9 +105,11 @@ func (r *kubevirtReceiver) sync(ctx context.Context, key string) (again bool) {
 	return again
 }
 
-// remove stops reporting the VMI key: its series is retracted, its record and launcher
-// connection go, and an outage of its libvirt no longer counts.
+// remove stops reporting the VMI key: its series is retracted, its record and what
+// the reader keeps for it (its launcher's connection) go, and an outage of its
+// libvirt no longer counts.
 func (r *kubevirtReceiver) remove(key string) {
 	r.libvirtFaults.Recover(key, libvirtRecovered)
 	r.inventory.Delete(key)
+	r.reader.Forget(key)
 }
