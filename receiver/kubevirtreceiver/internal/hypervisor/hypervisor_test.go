@@ -1,6 +1,7 @@
 package hypervisor
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -71,4 +72,34 @@ func FuzzDetect(f *testing.F) {
 			t.Fatalf("Detect(%q) = %q for domain type %q", doc, got.Type, got.DomainType)
 		}
 	})
+}
+
+// TestDetectStatusFiles: the status files libvirt wrote, and edits of one whose
+// <domain> libvirtxml rejects although its type attribute reads "kvm": Detect decodes
+// the whole <domain>, so those are errors, not detections.
+func TestDetectStatusFiles(t *testing.T) {
+	for seed, want := range map[string]Type{
+		"libvirt-status-kvm":    KVM,
+		"libvirt-status-tcg":    QEMUTCG,
+		"kubevirt-status-root":  KVM,
+		"kubevirt-status-large": QEMUTCG,
+	} {
+		if got, err := Detect(corpusSeed(t, seed)); err != nil || got.Type != want {
+			t.Errorf("%s: Detect = %v, %v; want %s", seed, got, err, want)
+		}
+	}
+	base := corpusSeed(t, "libvirt-status-kvm")
+	for _, edit := range []struct{ old, new string }{
+		{"<vcpu placement='static'>1</vcpu>", "<vcpu placement='static'>x</vcpu>"},
+		{"<controller type='pci'", "<controller"},
+		{"    </devices>\n  </domain>", "    </device>\n  </domain>"},
+	} {
+		if !strings.Contains(base, edit.old) {
+			t.Fatalf("libvirt-status-kvm has no %q", edit.old)
+		}
+		doc := strings.ReplaceAll(base, edit.old, edit.new)
+		if got, err := Detect(doc); err == nil || got.Type != Unknown {
+			t.Errorf("%q -> %q: Detect = %v, %v; want Unknown and an error", edit.old, edit.new, got, err)
+		}
+	}
 }
