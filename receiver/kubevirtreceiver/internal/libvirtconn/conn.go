@@ -9,9 +9,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	"libvirt.org/go/libvirt"
 )
 
@@ -97,22 +99,18 @@ func lookupXML(conn *libvirt.Connect, name string) (string, error) {
 }
 
 // Run keeps the connection up until ctx ends: it connects, and after every loss
-// reconnects with backoff (capped at maxReconnectDelay), telling Handlers.Connected
-// each time. Lookups work without Run, but only Run notices a restarted libvirt by
-// itself.
+// reconnects with reconnectBackoff, telling Handlers.Connected each time. Lookups work
+// without Run, but only Run notices a restarted libvirt by itself.
 func (c *Conn) Run(ctx context.Context) {
-	delay := minReconnectDelay
 	for {
-		if _, err := c.connection(); err != nil {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(delay):
-			}
-			delay = min(2*delay, maxReconnectDelay)
-			continue
+		// A fresh backoff per loss: the first retry after an outage is quick again.
+		err := reconnectBackoff.DelayFunc().Until(ctx, true, true, func(context.Context) (bool, error) {
+			_, err := c.connection()
+			return err == nil, nil
+		})
+		if err != nil { // ctx ended
+			return
 		}
-		delay = minReconnectDelay
 		if c.handlers.Connected != nil {
 			c.handlers.Connected()
 		}
@@ -124,12 +122,16 @@ func (c *Conn) Run(ctx context.Context) {
 	}
 }
 
-// Reconnection backs off between these bounds: short enough that a restarted libvirt
-// is noticed within seconds, long enough not to spin on a dead socket.
-const (
-	minReconnectDelay = 100 * time.Millisecond
-	maxReconnectDelay = 2 * time.Second
-)
+// reconnectBackoff spaces the attempts to reach a lost libvirt: 100 ms, doubling up to
+// 2 s, then every 2 s. Short enough that a restarted libvirt is noticed within seconds,
+// long enough not to spin on a dead socket. Steps only has to outlast the doublings:
+// reaching Cap ends the growth and keeps the delay at Cap.
+var reconnectBackoff = wait.Backoff{
+	Duration: 100 * time.Millisecond,
+	Factor:   2,
+	Cap:      2 * time.Second,
+	Steps:    math.MaxInt32,
+}
 
 // Keepalive: a libvirt that stops answering for keepaliveInterval*keepaliveCount
 // seconds is treated as gone.

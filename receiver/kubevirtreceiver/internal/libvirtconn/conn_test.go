@@ -57,3 +57,21 @@ func TestConnReportsUnreachableLibvirt(t *testing.T) {
 		t.Fatalf("DomainXML on a dead socket = %v, want a connection error", err)
 	}
 }
+
+// TestReconnectBackoff: the delays between attempts to reach a lost libvirt start at
+// 100 ms, double, and stay at 2 s once there, however long the outage (a Steps too
+// small would freeze them early, a Cap missing would let them grow without bound).
+func TestReconnectBackoff(t *testing.T) {
+	next := reconnectBackoff.DelayFunc()
+	want := []time.Duration{100, 200, 400, 800, 1600, 2000, 2000}
+	for i, w := range want {
+		if got := next(); got != w*time.Millisecond {
+			t.Fatalf("delay %d = %v, want %v", i, got, w*time.Millisecond)
+		}
+	}
+	for i := range 1000 {
+		if got := next(); got != 2*time.Second {
+			t.Fatalf("delay %d = %v, want 2s", len(want)+i, got)
+		}
+	}
+}
