@@ -48,9 +48,6 @@ type kubevirtReceiver struct {
 	libvirtFaults *faultlog.Tracker
 	// retryBase and retryMax are fields so that tests can take retries out of the way.
 	retryBase, retryMax time.Duration
-	// newReader makes the detect.Reader for the configuration: a field so that tests
-	// can wrap the real one.
-	newReader func(*Config, detect.Handlers) detect.Reader
 
 	queue   workqueue.TypedRateLimitingInterface[string]
 	reader  detect.Reader
@@ -77,7 +74,6 @@ func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics) *kub
 		selfChanged: make(chan struct{}, 1),
 		retryBase:   retryBase,
 		retryMax:    retryMax,
-		newReader:   newReader,
 	}
 }
 
@@ -108,7 +104,7 @@ func (r *kubevirtReceiver) Start(_ context.Context, _ component.Host) error {
 		workqueue.NewTypedItemExponentialFailureRateLimiter[string](r.retryBase, r.retryMax),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "kubevirt-vmi"},
 	)
-	r.reader = r.newReader(r.cfg, detect.Handlers{DomainStarted: r.domainStarted, Connected: r.connected})
+	r.reader = newReader(r.cfg, detect.Handlers{DomainStarted: r.domainStarted, Connected: r.connected})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel

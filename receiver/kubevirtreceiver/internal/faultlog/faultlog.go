@@ -85,10 +85,3 @@ func (t *Tracker) Recover(subject, msg string, fields ...zap.Field) {
 	t.mu.Unlock()
 	t.logger.Info(msg, fields...)
 }
-
-// Failing says whether an outage is going on.
-func (t *Tracker) Failing() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.failing) > 0
-}

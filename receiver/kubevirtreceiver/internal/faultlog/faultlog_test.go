@@ -47,9 +47,6 @@ func TestOutageIsLoggedAtStartEveryIntervalAndAtTheEnd(t *testing.T) {
 	if got := lines(logs); len(got) != 0 {
 		t.Fatalf("repeats within the interval logged: %+v", got)
 	}
-	if !tr.Failing() {
-		t.Fatal("Failing() = false during the outage")
-	}
 
 	// Once the interval has passed: a reminder saying what was left out.
 	c.advance(10 * time.Second)
@@ -78,9 +75,6 @@ func TestOutageIsLoggedAtStartEveryIntervalAndAtTheEnd(t *testing.T) {
 	}
 	if ctx := got[0].ContextMap(); ctx["outage"] != 65*time.Second || ctx["failures"] != int64(8) {
 		t.Errorf("recovery fields = %v, want outage 1m5s, failures 8", ctx)
-	}
-	if tr.Failing() {
-		t.Error("Failing() = true after the recovery")
 	}
 
 	// Recovering again, or a subject that never failed, says nothing.
