@@ -48,6 +48,10 @@ func TestLauncherSourceOnAKubeletStyleNode(t *testing.T) {
 	setPaused(t, api, "default", "fast", true)
 	waitFor(t, "a detection from the socket", func() bool { return detections(r) > before })
 	require.Equal(t, reported, currentType(r, "default/fast"))
+	// A failed read would keep the type known for this launcher too: only the failure
+	// count tells that the socket really answered (mutation: the launcher reader's
+	// socket read always failing passed the type check and failed this one).
+	require.Zero(t, failures(r, metadata.AttributeReasonLibvirtUnreachable), "the socket did not answer")
 
 	// Without a socket the status file still answers.
 	require.NoError(t, os.Remove(slow.SocketPath()))
@@ -63,6 +67,7 @@ func TestLauncherSourceOnAKubeletStyleNode(t *testing.T) {
 	waitFor(t, "a detection past a broken status file", func() bool { return detections(r) > before })
 	require.Equal(t, reported, currentType(r, "default/fast"))
 	require.Zero(t, failures(r, metadata.AttributeReasonInvalidXML))
+	require.Zero(t, failures(r, metadata.AttributeReasonLibvirtUnreachable), "the socket did not answer")
 
 	// With no socket to fall back on, it is reported unknown, counted as invalid_xml.
 	require.NoError(t, os.WriteFile(slow.StatusFile(), []byte("not xml"), 0o600))
