@@ -12,6 +12,9 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/util/retry"
@@ -112,6 +115,21 @@ func waitSelf(t *testing.T, v *view, key string, within time.Duration, ok func(f
 		t.Fatalf("%s: last value %v (sent: %v) did not satisfy the test within %v", key, last, sent, within)
 	}
 	return x
+}
+
+// holdView fails the test if the view differs from want at any look within d. It
+// samples the view; it synchronises nothing, so it follows a wait that did.
+func holdView(t *testing.T, v *view, want map[string]string, d time.Duration) {
+	t.Helper()
+	for end := time.Now().Add(d); ; {
+		if got := v.snapshot(); !maps.Equal(got, want) {
+			t.Fatalf("series = %v, want %v to hold for %v", got, want, d)
+		}
+		if time.Now().After(end) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (v *view) snapshot() map[string]string {
@@ -215,6 +233,20 @@ func detections(r *kubevirtReceiver) uint64 {
 		return 0
 	}
 	return ms.At(0).Histogram().DataPoints().At(0).Count()
+}
+
+// observeLog gives the receiver a logger whose lines, debug ones included, the test
+// can read; call it from startReceiver's tweak.
+func observeLog(r *kubevirtReceiver) *observer.ObservedLogs {
+	core, logs := observer.New(zapcore.DebugLevel)
+	r.logger = zap.New(core)
+	return logs
+}
+
+// detectionsOf is how many times the receiver has detected the type of key, from its
+// debug log.
+func detectionsOf(logs *observer.ObservedLogs, key string) int {
+	return logs.FilterMessage("Detected hypervisor").FilterField(zap.String("vmi", key)).Len()
 }
 
 // currentType is the type of the series in the receiver's record of key, "" if it has

@@ -24,7 +24,8 @@ import (
 const workers = 4
 
 // Retries of a VMI whose domain is missing or whose libvirt failed back off from
-// retryBase up to retryMax.
+// retryBase up to retryMax. A domain that starts is not waited for: libvirt's
+// lifecycle event queues its VMI at once.
 const (
 	retryBase = 200 * time.Millisecond
 	retryMax  = 30 * time.Second
@@ -46,8 +47,6 @@ type kubevirtReceiver struct {
 	selfChanged chan struct{}
 	// libvirtFaults logs libvirt being unreachable without a line per VMI and retry.
 	libvirtFaults *faultlog.Tracker
-	// retryBase and retryMax are fields so that tests can take retries out of the way.
-	retryBase, retryMax time.Duration
 
 	queue   workqueue.TypedRateLimitingInterface[string]
 	reader  detect.Reader
@@ -72,8 +71,6 @@ func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics) *kub
 		inventory:   inventory.New(),
 		stats:       newDetectionStats(),
 		selfChanged: make(chan struct{}, 1),
-		retryBase:   retryBase,
-		retryMax:    retryMax,
 	}
 }
 
@@ -101,7 +98,7 @@ func (r *kubevirtReceiver) Start(_ context.Context, _ component.Host) error {
 	}
 	r.vmis = r.watcher
 	r.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.NewTypedItemExponentialFailureRateLimiter[string](r.retryBase, r.retryMax),
+		workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryBase, retryMax),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "kubevirt-vmi"},
 	)
 	r.reader = newReader(r.cfg, detect.Handlers{DomainStarted: r.domainStarted, Connected: r.connected})

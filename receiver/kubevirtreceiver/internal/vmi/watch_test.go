@@ -82,8 +82,12 @@ func TestWatcherFollowsVMIsOfItsNodeOnARealAPIServer(t *testing.T) {
 	must(t, api.SetVMIStatus(ctx, "default", "mine", testenv.VMIStatus{Phase: "Running", NodeName: "node-b"}))
 	waitFor(ctx, t, "the VMI to leave node-a", func() bool { _, ok := w.Get("default/mine"); return !ok })
 
-	// And the other node's VMI is deleted without node-a ever hearing of it.
+	// And the other node's VMI is deleted without node-a ever hearing of it: a VMI
+	// written on node-a after the delete is heard of, and one watch delivers in order.
 	must(t, api.DeleteVMI(ctx, "default", "theirs"))
+	must(t, api.CreateVMI(ctx, "default", "after"))
+	must(t, api.SetVMIStatus(ctx, "default", "after", testenv.VMIStatus{Phase: "Running", NodeName: "node-a"}))
+	waitFor(ctx, t, "the VMI written after the delete", func() bool { return seen.count("default/after") > 0 })
 	if seen.count("default/theirs") != 0 {
 		t.Error("node-a heard of another node's VMI")
 	}
