@@ -137,11 +137,11 @@ describe_collector() {
 build_lab() {
 	ensure_bases
 	mkdir -p "${cache_dir}"
-	if ! have_image "${pause_image}" || [[ "${repo_root}/cmd/kubevirt-lab/images/pause/main.go" -nt "${cache_dir}/pause.tar" ]]; then
+	if ! have_image "${pause_image}" || [[ "${repo_root}/internal/cmd/kubevirt-lab/images/pause/main.go" -nt "${cache_dir}/pause.tar" ]]; then
 		log "building ${pause_image}"
 		local tmp c
 		tmp="$(mktemp -d)"
-		(cd "${repo_root}" && CGO_ENABLED=0 go build -trimpath -o "${tmp}/pause" ./cmd/kubevirt-lab/images/pause)
+		(cd "${repo_root}" && CGO_ENABLED=0 go build -trimpath -o "${tmp}/pause" ./internal/cmd/kubevirt-lab/images/pause)
 		c="$(buildah from scratch)"
 		buildah copy --quiet "$c" "${tmp}/pause" /pause >/dev/null
 		buildah config --entrypoint '["/pause"]' "$c"
@@ -150,7 +150,7 @@ build_lab() {
 	fi
 	archive "${pause_image}" "${cache_dir}/pause.tar"
 	log "building ${launcher_image} (a few minutes the first time: QEMU and libvirt)"
-	bud -t "${launcher_image}" "${repo_root}/cmd/kubevirt-lab/images/launcher"
+	bud -t "${launcher_image}" "${repo_root}/internal/cmd/kubevirt-lab/images/launcher"
 	archive "${launcher_image}" "${cache_dir}/launcher.tar"
 	echo "${cache_dir}"
 }
