@@ -5,8 +5,10 @@ GO          ?= go
 OCB_VERSION := v0.165.0
 BIN         := bin/otelcol-kubevirt
 # The test distribution: the collector plus the components only tests use
-# (builder-config-test.yaml).
+# (builder-config-test.yaml); its module is test infrastructure, so it lives under
+# internal/, and cmd/ holds only the product's command.
 TEST_BIN    := bin/otelcol-kubevirt-test
+TEST_DIST   := internal/cmd/otelcol-kubevirt-test
 # The Go modules: the receiver (what users add to their own collector), the harnesses
 # its tests and the lab's share, the lab with the end-to-end tests (the root), and the
 # benchmarks of the receiver's internals. Tests, lint and vet run in each.
@@ -15,8 +17,8 @@ MODULES     := $(RECEIVER) internal/testenv . $(RECEIVER)/internal/bench
 # Everything the collector binary is built from.
 SOURCES     := $(shell find $(RECEIVER) cmd/otelcol-kubevirt -name '*.go' -not -name '*_test.go' -not -path '*/internal/bench/*') \
                $(RECEIVER)/go.mod $(RECEIVER)/go.sum cmd/otelcol-kubevirt/go.mod cmd/otelcol-kubevirt/go.sum
-TEST_SOURCES := $(filter-out cmd/otelcol-kubevirt/%,$(SOURCES)) $(wildcard cmd/otelcol-kubevirt-test/*.go) \
-               cmd/otelcol-kubevirt-test/go.mod cmd/otelcol-kubevirt-test/go.sum
+TEST_SOURCES := $(filter-out cmd/otelcol-kubevirt/%,$(SOURCES)) $(wildcard $(TEST_DIST)/*.go) \
+               $(TEST_DIST)/go.mod $(TEST_DIST)/go.sum
 
 .PHONY: all deps generate tidy-check lint build image test run stop kube-assets node-assets clean
 
@@ -32,7 +34,7 @@ generate:
 	cd tools/mdatagen && GOWORK=off $(GO) tool mdatagen $(CURDIR)/receiver/kubevirtreceiver/metadata.yaml
 	$(GO) run go.opentelemetry.io/collector/cmd/builder@$(OCB_VERSION) --config builder-config.yaml --skip-compilation
 	$(GO) run go.opentelemetry.io/collector/cmd/builder@$(OCB_VERSION) --config builder-config-test.yaml --skip-compilation
-	gofmt -w cmd/otelcol-kubevirt/*.go cmd/otelcol-kubevirt-test/*.go  # ocb's output is not gofmt'ed
+	gofmt -w cmd/otelcol-kubevirt/*.go $(TEST_DIST)/*.go  # ocb's output is not gofmt'ed
 
 # Fails when a module's go.mod or go.sum is not what `go mod tidy` makes of it (a change
 # in one module's imports can change what another module's tests need).
@@ -51,7 +53,7 @@ $(BIN): $(SOURCES) | deps
 	cd cmd/otelcol-kubevirt && CGO_ENABLED=1 $(GO) build -trimpath -o ../../$(BIN) .
 
 $(TEST_BIN): $(TEST_SOURCES) | deps
-	cd cmd/otelcol-kubevirt-test && CGO_ENABLED=1 $(GO) build -trimpath -o ../../$(TEST_BIN) .
+	cd $(TEST_DIST) && CGO_ENABLED=1 $(GO) build -trimpath -o $(CURDIR)/$(TEST_BIN) .
 
 # The collector image, from the Dockerfile, with buildah (no Docker daemon needed),
 # left as a docker-archive any node can import. Prints its size and contents.
@@ -81,7 +83,7 @@ test: build image node-assets
 # collector deployed as its DaemonSet, two VMIs on it. Ctrl-C (or `make stop`) stops
 # it and removes everything it made.
 run: image node-assets
-	$(GO) build -o bin/kubevirt-lab ./cmd/kubevirt-lab
+	$(GO) build -o bin/kubevirt-lab ./internal/cmd/kubevirt-lab
 	hack/with-assets.sh bin/kubevirt-lab
 
 # Stops a lab started by `make run` elsewhere (another terminal, or in the background).

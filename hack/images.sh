@@ -37,6 +37,9 @@ collector_image=localhost/otelcol-kubevirt:latest
 collector_archive="${repo_root}/bin/otelcol-kubevirt-image.tar"
 pause_image=localhost/otelcol-kubevirt-lab/pause:latest
 launcher_image=localhost/otelcol-kubevirt-lab/launcher:latest
+# The lab's images' sources, and the label that records what an image was built from.
+lab_images="${repo_root}/internal/cmd/kubevirt-lab/images"
+source_label=otelcol-kubevirt.source
 
 log() { echo "images: $*" >&2; }
 
@@ -137,20 +140,30 @@ describe_collector() {
 build_lab() {
 	ensure_bases
 	mkdir -p "${cache_dir}"
-	if ! have_image "${pause_image}" || [[ "${repo_root}/cmd/kubevirt-lab/images/pause/main.go" -nt "${cache_dir}/pause.tar" ]]; then
+	# The pause image is built again only when what it is built from changes: its
+	# source's content and the Go that compiles it, recorded as a label of the image.
+	# Not the file's modification time, which every checkout (a new worktree, a merge
+	# that moves the folder) sets anew.
+	local pause_src key
+	pause_src="${lab_images}/pause"
+	key="$(cat "${pause_src}"/*.go | sha256sum | cut -d' ' -f1) $(go env GOVERSION)"
+	if ! have_image "${pause_image}" ||
+		[[ "$(buildah inspect --type image --format "{{index .OCIv1.Config.Labels \"${source_label}\"}}" "${pause_image}")" != "${key}" ]]; then
 		log "building ${pause_image}"
 		local tmp c
 		tmp="$(mktemp -d)"
-		(cd "${repo_root}" && CGO_ENABLED=0 go build -trimpath -o "${tmp}/pause" ./cmd/kubevirt-lab/images/pause)
+		(cd "${repo_root}" && CGO_ENABLED=0 go build -trimpath -o "${tmp}/pause" "${pause_src}")
 		c="$(buildah from scratch)"
 		buildah copy --quiet "$c" "${tmp}/pause" /pause >/dev/null
-		buildah config --entrypoint '["/pause"]' "$c"
+		buildah config --entrypoint '["/pause"]' --label "${source_label}=${key}" "$c"
 		buildah commit --quiet --rm "$c" "${pause_image}" >/dev/null
 		rm -rf "${tmp}"
 	fi
 	archive "${pause_image}" "${cache_dir}/pause.tar"
+	# buildah's layer cache matches COPY by the files' content, not their path or
+	# modification time, so a moved or new checkout reuses the built layers.
 	log "building ${launcher_image} (a few minutes the first time: QEMU and libvirt)"
-	bud -t "${launcher_image}" "${repo_root}/cmd/kubevirt-lab/images/launcher"
+	bud -t "${launcher_image}" "${lab_images}/launcher"
 	archive "${launcher_image}" "${cache_dir}/launcher.tar"
 	echo "${cache_dir}"
 }

@@ -24,7 +24,7 @@ import (
 const (
 	repoRoot         = "../.."
 	hypervisorMetric = "kubevirt_vmi_hypervisor_info"
-	vmisDir          = repoRoot + "/cmd/kubevirt-lab/vmis"
+	vmisDir          = repoRoot + "/internal/cmd/kubevirt-lab/vmis"
 	// capDACOverride is CAP_DAC_OVERRIDE's bit in /proc/<pid>/status.
 	capDACOverride = 1 << 1
 )

@@ -8,8 +8,8 @@
 //     plugin, and a virt-launcher-like pod with a real QEMU guest for every VMI;
 //   - the collector image built from the repository's Dockerfile (`make image`),
 //     deployed with `kubectl apply -k deploy/kubernetes`, only the image overridden;
-//   - two VMIs created with kubectl from cmd/kubevirt-lab/vmis: one with KVM, one
-//     emulated.
+//   - two VMIs created with kubectl from internal/cmd/kubevirt-lab/vmis: one with
+//     KVM, one emulated.
 //
 // It prints the kubeconfig, the collector's endpoint and its lines, and runs until
 // Ctrl-C or `make stop`, then removes everything it made. `make run` builds what it
@@ -35,7 +35,7 @@ import (
 const hypervisorMetric = "kubevirt_vmi_hypervisor_info"
 
 // startVMIs are the lab's first VMIs, created with `kubectl create -f`.
-var startVMIs = []string{"cmd/kubevirt-lab/vmis/my-vm.yaml", "cmd/kubevirt-lab/vmis/emulated-vm.yaml"}
+var startVMIs = []string{"internal/cmd/kubevirt-lab/vmis/my-vm.yaml", "internal/cmd/kubevirt-lab/vmis/emulated-vm.yaml"}
 
 func main() {
 	repo := flag.String("repo", ".", "the checkout: manifests, CRD and example VMIs")
@@ -130,7 +130,7 @@ Ctrl-C (or `+"`make stop`"+`) stops it and removes everything.
 `,
 		time.Since(start).Round(100*time.Millisecond), node, col.Pod,
 		c.Kubeconfig, kubectlDir,
-		col.MetricsURL, "kubevirt_vmi", filepath.Join("cmd", "kubevirt-lab", "vmis", "another-vm.yaml"),
+		col.MetricsURL, "kubevirt_vmi", filepath.Join("internal", "cmd", "kubevirt-lab", "vmis", "another-vm.yaml"),
 		lab.CollectorNamespace, col.Pod, strings.Join(lines, "\n"))
 	<-ctx.Done()
 	log.Print("stopping")

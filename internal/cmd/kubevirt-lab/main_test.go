@@ -42,7 +42,7 @@ func TestLabAsMakeRunsIt(t *testing.T) {
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	repo, err := filepath.Abs("../..")
+	repo, err := filepath.Abs("../../..")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestLabAsMakeRunsIt(t *testing.T) {
 		t.Fatalf("no KUBECONFIG line or endpoint in:\n%s", strings.Join(printed, "\n"))
 	}
 
-	kubectl := exec.CommandContext(ctx, filepath.Join(env[2], "kubectl"), "create", "-f", "cmd/kubevirt-lab/vmis/another-vm.yaml")
+	kubectl := exec.CommandContext(ctx, filepath.Join(env[2], "kubectl"), "create", "-f", "internal/cmd/kubevirt-lab/vmis/another-vm.yaml")
 	kubectl.Dir = repo
 	kubectl.Env = append(os.Environ(), "KUBECONFIG="+env[1])
 	if out, err := kubectl.CombinedOutput(); err != nil {
