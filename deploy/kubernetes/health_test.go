@@ -12,9 +12,9 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/lab"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
 
 // checkWedgedCollectorIsRestarted stops the collector's process where it runs (SIGSTOP
@@ -37,7 +37,7 @@ func (n *realNode) checkWedgedCollectorIsRestarted(t *testing.T, ctx context.Con
 	// well within two minutes.
 	restartCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	err = testenv.Poll(restartCtx, time.Second, func() (bool, error) {
+	err = wait.PollUntilContextCancel(restartCtx, time.Second, true, func(context.Context) (bool, error) {
 		now, _ := n.restarts(t, ctx)
 		return now > before, nil
 	})

@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/yaml"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/cluster"
@@ -239,7 +240,7 @@ func (n *realNode) checkInstallPath(t *testing.T, p installPath) {
 		// Admission looks the service account up before Pod Security: use the
 		// namespace's own, once kube-controller-manager has made it.
 		probe.Spec.ServiceAccountName, probe.Spec.DeprecatedServiceAccount = "default", ""
-		if err := testenv.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		if err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 			_, err := n.c.Clientset.CoreV1().ServiceAccounts(baseline).Get(ctx, "default", metav1.GetOptions{})
 			return err == nil, nil
 		}); err != nil {
@@ -264,7 +265,7 @@ func (n *realNode) checkInstallPath(t *testing.T, p installPath) {
 		t.Cleanup(func() { _ = prom.Stop() })
 		instance := strings.TrimSuffix(strings.TrimPrefix(n.col.MetricsURL, "http://"), "/metrics")
 		var got []testenv.Sample
-		err = testenv.Poll(ctx, 200*time.Millisecond, func() (bool, error) {
+		err = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(context.Context) (bool, error) {
 			got, err = prom.Query(ctx, hypervisorMetric)
 			return err == nil && len(got) == 2, nil
 		})
@@ -295,7 +296,7 @@ func (n *realNode) checkInstallPath(t *testing.T, p installPath) {
 		destroyed := time.Now()
 		n.waitLines(t, ctx, line(accelerated, "default", "my-vm"), line("qemu-tcg", "legacy", "emulated-vm"))
 		t.Logf("line gone %s after the guest was destroyed", time.Since(destroyed).Round(time.Millisecond))
-		err = testenv.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 			out, err := n.c.Kubectl(ctx, nil, "get", "vmi", "-n", "default", "another-vm", "-o", "jsonpath={.status.phase}")
 			return err == nil && string(out) == "Succeeded", nil
 		})
@@ -310,7 +311,7 @@ func (n *realNode) checkInstallPath(t *testing.T, p installPath) {
 		deleted := time.Now()
 		want := []string{line("qemu-tcg", "legacy", "emulated-vm")}
 		var lines []string
-		err := testenv.Poll(ctx, 10*time.Millisecond, func() (bool, error) {
+		err := wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, func(context.Context) (bool, error) {
 			var err error
 			lines, err = n.col.Lines(ctx, hypervisorMetric)
 			return err == nil && slices.Equal(lines, want), nil
@@ -349,7 +350,7 @@ func (n *realNode) checkInstallPath(t *testing.T, p installPath) {
 		soon, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		var failures []string
-		err = testenv.Poll(soon, 100*time.Millisecond, func() (bool, error) {
+		err = wait.PollUntilContextCancel(soon, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 			failures, err = col.Lines(soon, "kubevirt_vmi_hypervisor_detection_failures_total")
 			return err == nil && slices.ContainsFunc(failures, func(l string) bool { return strings.Contains(l, `reason="libvirt_unreachable"`) }), nil
 		})
@@ -387,7 +388,7 @@ func (n *realNode) reset(t *testing.T, p installPath) {
 	gone := func(ns, selector string) {
 		t.Helper()
 		var left int
-		err := testenv.Poll(ctx, 200*time.Millisecond, func() (bool, error) {
+		err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(context.Context) (bool, error) {
 			pods, err := n.c.Clientset.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
 			if err != nil {
 				return false, err
@@ -425,7 +426,7 @@ func (n *realNode) waitLines(t *testing.T, ctx context.Context, want ...string) 
 	t.Helper()
 	slices.Sort(want)
 	var got []string
-	err := testenv.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 		var err error
 		got, err = n.col.Lines(ctx, hypervisorMetric)
 		slices.Sort(got)

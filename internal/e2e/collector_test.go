@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
 
@@ -97,7 +99,7 @@ func waitForLines(ctx context.Context, t *testing.T, col *testenv.Collector, wan
 	t.Helper()
 	slices.Sort(want)
 	var got []string
-	err := testenv.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
 		var err error
 		got, err = col.Lines(ctx, metric)
 		slices.Sort(got)

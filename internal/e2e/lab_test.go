@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
 
@@ -99,7 +101,7 @@ func waitUntilGone(ctx context.Context, t *testing.T, col *testenv.Collector, st
 	ctx, cancel := context.WithTimeout(ctx, giveUp)
 	defer cancel()
 	var got []string
-	err := testenv.Poll(ctx, 5*time.Millisecond, func() (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 5*time.Millisecond, true, func(context.Context) (bool, error) {
 		var err error
 		got, err = col.Lines(ctx, metric)
 		return err == nil && !slices.ContainsFunc(got, func(l string) bool { return slices.Contains(gone, l) }), nil

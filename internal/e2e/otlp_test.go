@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
@@ -83,7 +84,7 @@ func waitForBatch(ctx context.Context, t *testing.T, s *sink, what string, match
 	t.Helper()
 	var got []batch
 	var found batch
-	err := testenv.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
 		got = batches(s.requests(t))
 		i := slices.IndexFunc(got, match)
 		if i >= 0 {
@@ -108,7 +109,7 @@ func waitForBatch(ctx context.Context, t *testing.T, s *sink, what string, match
 func waitForPoints(ctx context.Context, t *testing.T, s *sink, what string, want ...otlpPoint) {
 	t.Helper()
 	var got []otlpPoint
-	err := testenv.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
 		got = got[:0]
 		for _, b := range batches(s.requests(t)) {
 			got = append(got, b...)

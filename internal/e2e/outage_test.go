@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
 
@@ -54,7 +56,7 @@ func waitForLog(ctx context.Context, t *testing.T, col *testenv.Collector, withi
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
-	err := testenv.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
 		b, err := os.ReadFile(col.LogPath)
 		if err != nil {
 			return false, err
@@ -82,7 +84,7 @@ func waitForSample(ctx context.Context, t *testing.T, col *testenv.Collector, wi
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	var body string
-	err := testenv.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
 		var err error
 		body, err = col.Scrape(ctx)
 		if err != nil {

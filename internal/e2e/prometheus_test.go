@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
 
@@ -97,7 +99,7 @@ func waitForQuery(ctx context.Context, t *testing.T, prom *testenv.Prometheus, p
 	slices.Sort(wantKeys)
 	var got []string
 	var lastErr error
-	err := testenv.Poll(ctx, 20*time.Millisecond, func() (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 20*time.Millisecond, true, func(context.Context) (bool, error) {
 		samples, err := prom.Query(ctx, promql)
 		if lastErr = err; err != nil {
 			return false, nil

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
 
@@ -44,7 +46,7 @@ func waitForSamples(ctx context.Context, t *testing.T, prom *testenv.Prometheus,
 	t.Helper()
 	var last []testenv.Sample
 	var value float64
-	err := testenv.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 		samples, err := prom.Query(ctx, promql)
 		if err != nil {
 			return false, nil

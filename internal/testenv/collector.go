@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv/scrape"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv/tied"
 )
@@ -115,7 +117,7 @@ func StartCollector(ctx context.Context, opts CollectorOptions) (*Collector, err
 		return nil, fmt.Errorf("starting %s: %w", opts.Bin, err)
 	}
 
-	err = Poll(ctx, 50*time.Millisecond, func() (bool, error) {
+	err = wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
 		select {
 		case err := <-c.done:
 			c.done <- err

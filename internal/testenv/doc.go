@@ -30,7 +30,6 @@
 //	collector.go   Collector: the built otelcol-kubevirt and its Prometheus endpoint
 //	prometheus.go  Prometheus: a real server scraping given targets, and instant queries
 //	daemons.go     RequireDaemons: the switch that lets tests start daemons (`make test` sets it)
-//	poll.go        Poll, which tests wait with instead of sleeping
 //	tb.go          TB, what the MustStartX wrappers need of a test
 //
 // Tests: libvirtd_test.go covers the libvirtd harness as a whole (each part needs

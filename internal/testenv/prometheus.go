@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv/tied"
 )
 
@@ -102,7 +104,7 @@ func StartPrometheus(ctx context.Context, opts PrometheusOptions) (*Prometheus, 
 		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
 
-	err = Poll(ctx, 50*time.Millisecond, func() (bool, error) {
+	err = wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
 		select {
 		case err := <-p.done:
 			p.done <- err

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"golang.org/x/mod/module"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
@@ -213,7 +214,7 @@ func checkServes(ctx context.Context, t *testing.T, bin string) {
 	defer cancel()
 	var got []string
 	var last error
-	err = testenv.Poll(waitCtx, 50*time.Millisecond, func() (bool, error) {
+	err = wait.PollUntilContextCancel(waitCtx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
 		got, last = col.Lines(waitCtx, metric)
 		return last == nil && slices.Equal(got, []string{want}), nil
 	})
@@ -225,7 +226,7 @@ func checkServes(ctx context.Context, t *testing.T, bin string) {
 		t.Fatal("the collector's configuration has no health_check")
 	}
 	status := 0
-	err = testenv.Poll(waitCtx, 50*time.Millisecond, func() (bool, error) {
+	err = wait.PollUntilContextCancel(waitCtx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
 		status, last = getStatus(waitCtx, health)
 		return last == nil && status == http.StatusOK, nil
 	})

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
@@ -106,7 +107,7 @@ func waitSelf(t *testing.T, v *view, key string, within time.Duration, ok func(f
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	var x float64
-	if err := testenv.Poll(ctx, 10*time.Millisecond, func() (bool, error) {
+	if err := wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, func(context.Context) (bool, error) {
 		var sent bool
 		x, sent = v.selfMetric(key)
 		return sent && ok(x), nil
@@ -143,7 +144,7 @@ func waitView(t *testing.T, v *view, want map[string]string, within time.Duratio
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
-	if err := testenv.Poll(ctx, 10*time.Millisecond, func() (bool, error) { return maps.Equal(v.snapshot(), want), nil }); err != nil {
+	if err := wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, func(context.Context) (bool, error) { return maps.Equal(v.snapshot(), want), nil }); err != nil {
 		t.Fatalf("series = %v, want %v (after %v)", v.snapshot(), want, within)
 	}
 }

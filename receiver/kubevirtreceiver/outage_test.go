@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
@@ -60,7 +61,7 @@ func waitLog(t *testing.T, logs *observer.ObservedLogs, msg string, within time.
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
-	if err := testenv.Poll(ctx, 10*time.Millisecond, func() (bool, error) { return logs.FilterMessage(msg).Len() > 0, nil }); err != nil {
+	if err := wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, func(context.Context) (bool, error) { return logs.FilterMessage(msg).Len() > 0, nil }); err != nil {
 		t.Fatalf("%q not logged within %v; the log:\n%s", msg, within, dumpLogs(logs))
 	}
 	return logs.FilterMessage(msg).All()[0]

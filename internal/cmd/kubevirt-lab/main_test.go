@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/cluster"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/lab"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
@@ -104,7 +106,7 @@ func TestLabAsMakeRunsIt(t *testing.T) {
 	}
 	want := line(accelerated, "default", "another-vm")
 	var lines []string
-	if err := testenv.Poll(ctx, 200*time.Millisecond, func() (bool, error) {
+	if err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(context.Context) (bool, error) {
 		lines, _ = scrape.Lines(ctx, metrics[1], "kubevirt_vmi_hypervisor_info")
 		return slices.Contains(lines, want), nil
 	}); err != nil {
@@ -119,7 +121,7 @@ func TestLabAsMakeRunsIt(t *testing.T) {
 	var left []string
 	teardown, stop := context.WithTimeout(ctx, time.Minute)
 	defer stop()
-	if err := testenv.Poll(teardown, 200*time.Millisecond, func() (bool, error) {
+	if err := wait.PollUntilContextCancel(teardown, 200*time.Millisecond, true, func(context.Context) (bool, error) {
 		left, err = before.Leftovers()
 		return len(left) == 0, err
 	}); err != nil {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // The event-to-endpoint benchmark's node: endpointRunning VMIs run throughout (their
@@ -107,7 +107,7 @@ func randomPhase(b *testing.B) {
 func waitEndpoint(b *testing.B, col *collector, line string, present bool, scrapes latencies) latencies {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := testenv.Poll(ctx, pollEvery, func() (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, pollEvery, true, func(context.Context) (bool, error) {
 		start := time.Now()
 		body, err := col.Scrape(ctx)
 		scrapes = append(scrapes, time.Since(start))

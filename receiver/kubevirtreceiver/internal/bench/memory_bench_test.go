@@ -20,8 +20,8 @@ import (
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/kube"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/vmi"
@@ -226,7 +226,7 @@ func waitFor(b *testing.B, what string, within time.Duration, cond func() bool) 
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
-	if err := testenv.Poll(ctx, 10*time.Millisecond, func() (bool, error) { return cond(), nil }); err != nil {
+	if err := wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, func(context.Context) (bool, error) { return cond(), nil }); err != nil {
 		b.Fatalf("waiting for %s: %v", what, err)
 	}
 }

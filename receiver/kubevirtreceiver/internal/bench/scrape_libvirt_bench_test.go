@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"libvirt.org/go/libvirt"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
@@ -151,7 +152,7 @@ func startScrapeTimeExporter(uri string) (*scrapeTimeExporter, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := testenv.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
+	if err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
 		_, err := scrape.Text(ctx, e.url)
 		return err == nil, nil
 	}); err != nil {

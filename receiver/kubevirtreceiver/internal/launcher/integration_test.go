@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"libvirt.org/go/libvirt"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
@@ -114,7 +115,7 @@ func watchedVMI(ctx context.Context, t *testing.T, api *testenv.APIServer, node,
 	w.Start(wctx)
 	defer func() { stop(); w.Shutdown() }()
 	var v *vmi.VMI
-	if err := testenv.Poll(ctx, 10*time.Millisecond, func() (bool, error) {
+	if err := wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, func(context.Context) (bool, error) {
 		var ok bool
 		v, ok = w.Get(key)
 		return ok && v.Phase == vmi.PhaseRunning, nil

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	"libvirt.org/go/libvirt"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
@@ -126,7 +127,7 @@ stdio_handler = "file"
 	// Dialled through the short pods path: the real one is too long for a socket.
 	_, system := launcher.URIs(filepath.Join(node.PodsDir(), uid, launcher.VolumeRelPath, launcher.VirtqemudSocket))
 	var lastErr error
-	err = testenv.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
+	err = wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
 		select {
 		case <-exited:
 			b, _ := os.ReadFile(logf.Name())

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/hypervisor"
@@ -158,14 +159,14 @@ func TestConnGivesUpOnAHungLibvirtd(t *testing.T) {
 	var leaked error
 	ended, cancelEnded := context.WithTimeout(ctx, 10*time.Second)
 	defer cancelEnded()
-	err = testenv.Poll(ended, 10*time.Millisecond, func() (bool, error) {
+	err = wait.PollUntilContextCancel(ended, 10*time.Millisecond, true, func(context.Context) (bool, error) {
 		leaked = goleak.Find(before, goleak.IgnoreAnyFunction(EventLoopFunction))
 		return leaked == nil, nil
 	})
 	if err != nil {
 		t.Fatalf("the overrun read's goroutine did not end after libvirtd resumed: %v", leaked)
 	}
-	err = testenv.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
+	err = wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
 		xml, err := c.DomainXML(ctx, "default_hung-vm")
 		return err == nil && xml != "", nil
 	})
