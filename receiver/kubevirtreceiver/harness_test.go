@@ -13,7 +13,6 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -234,14 +233,6 @@ func detections(r *kubevirtReceiver) uint64 {
 		return 0
 	}
 	return ms.At(0).Histogram().DataPoints().At(0).Count()
-}
-
-// observeLog gives the receiver a logger whose lines, debug ones included, the test
-// can read; call it from startReceiver's tweak.
-func observeLog(r *kubevirtReceiver) *observer.ObservedLogs {
-	core, logs := observer.New(zapcore.DebugLevel)
-	r.logger = zap.New(core)
-	return logs
 }
 
 // detectionsOf is how many times the receiver has detected the type of key, from its

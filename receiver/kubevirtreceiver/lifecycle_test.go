@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap/zaptest/observer"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
@@ -35,8 +34,8 @@ func TestLifecycleOnRealLibvirtd(t *testing.T) {
 	api := startAPIServer(t)
 	lv := testenv.MustStartLibvirtd(t, testenv.LibvirtdOptions{})
 	ctx := context.Background()
-	var logs *observer.ObservedLogs
-	r, v := startReceiver(t, api, nodeA, lv.URI(), func(r *kubevirtReceiver) { logs = observeLog(r) })
+	logs, tweak := observeLogs()
+	r, v := startReceiver(t, api, nodeA, lv.URI(), tweak)
 
 	// Phase becomes Running on this node: series created.
 	require.NoError(t, lv.StartGuest(ctx, "default_vm-1", "qemu"))

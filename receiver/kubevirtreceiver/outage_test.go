@@ -38,10 +38,10 @@ const (
 // soon bounds how long a failure may take to reach the log and the metrics.
 const soon = 5 * time.Second
 
-// observeLogs is a tweak for startReceiver: the receiver logs (Info and above) into the
-// returned record.
+// observeLogs is a tweak for startReceiver: the receiver logs (Debug and above) into
+// the returned record.
 func observeLogs() (*observer.ObservedLogs, func(*kubevirtReceiver)) {
-	core, logs := observer.New(zapcore.InfoLevel)
+	core, logs := observer.New(zapcore.DebugLevel)
 	return logs, func(r *kubevirtReceiver) { r.logger = zap.New(core) }
 }
 
