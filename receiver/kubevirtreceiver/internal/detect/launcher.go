@@ -84,6 +84,12 @@ func (r *launcherReader) Read(ctx context.Context, v *vmi.VMI) (Result, error) {
 		if err == nil {
 			res, perr := parse(xml, l.StatusFile)
 			if perr == nil {
+				if kept != nil && kept.socket != l.Socket {
+					// Another launcher runs the domain now (a migration's target):
+					// the kept connection's launcher is ending, and kept it would
+					// go on dialling its socket after it is gone.
+					r.Forget(key)
+				}
 				return res, nil
 			}
 			last, err = res, perr

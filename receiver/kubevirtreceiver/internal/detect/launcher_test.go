@@ -4,9 +4,11 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/hypervisor"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/launcher"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/vmi"
@@ -77,4 +79,55 @@ func TestLikelyFirstAsksTheAnsweringLauncherFirst(t *testing.T) {
 	if got := likelyFirst(in[:1], nil); len(got) != 1 || got[0] != in[0] {
 		t.Errorf("one launcher: %v", got)
 	}
+}
+
+// TestLauncherReaderLetsGoOfAMigrationsSource: a migration within the node. The
+// source's launcher answers over its socket while status.runtimeUser already names
+// the target's user (so its status file is looked for in the wrong place), and the
+// reader keeps that connection; once the source's domain is gone and the target's
+// status file answers, the reader reports the target's type and holds no connection
+// to the source, which would otherwise go on dialling it after its pod is gone.
+// (Mutation: without the Forget on a status-file answer, the last check fails.)
+func TestLauncherReaderLetsGoOfAMigrationsSource(t *testing.T) {
+	node := testenv.MustStartNode(t, testenv.NodeOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	source, err := node.StartLauncher(ctx, "default", "vm", "qemu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewLauncherReader(node.PodsDir(), 5*time.Second, Handlers{}).(*launcherReader)
+	t.Cleanup(r.Close)
+
+	v := &vmi.VMI{Namespace: "default", Name: "vm", Pods: []string{source.PodUID}, RuntimeUser: 0}
+	res, err := r.Read(ctx, v)
+	if err != nil || res.Type != hypervisor.QEMUTCG || res.From != source.SocketPath() {
+		t.Fatalf("source with runtimeUser patched: Read = %+v from %s, %v; want qemu-tcg from %s", res.Detection, res.From, err, source.SocketPath())
+	}
+	if c := r.kept(v.Key()); c == nil || c.socket != source.SocketPath() {
+		t.Fatalf("after the socket answered, kept = %+v; want the source's connection", c)
+	}
+
+	target, err := node.StartLauncher(ctx, "default", "vm", "qemu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := source.Libvirtd.DestroyGuest(source.Domain()); err != nil {
+		t.Fatal(err)
+	}
+	v = &vmi.VMI{Namespace: "default", Name: "vm", Pods: sortedPair(source.PodUID, target.PodUID), RuntimeUser: target.RuntimeUser()}
+	res, err = r.Read(ctx, v)
+	if err != nil || !strings.Contains(res.From, target.PodUID) || filepath.Base(res.From) != filepath.Base(target.StatusFile()) {
+		t.Fatalf("after the migration: Read = %+v from %s, %v; want the target's (pod %s) status file", res.Detection, res.From, err, target.PodUID)
+	}
+	if c := r.kept(v.Key()); c != nil {
+		t.Errorf("after the target's status file answered, the reader still holds a connection to %s", c.socket)
+	}
+}
+
+func sortedPair(a, b string) []string {
+	if b < a {
+		return []string{b, a}
+	}
+	return []string{a, b}
 }
