@@ -116,10 +116,10 @@ func (r *launcherReader) Read(ctx context.Context, v *vmi.VMI) (Result, error) {
 
 // likelyFirst orders a VMI's launchers for asking their sockets, so that the one
 // running its domain comes first: the one whose socket answered last, then those
-// whose socket exists. Two
-// launchers of one VMI on a node are a migration within the node or, more often, a
-// completed pod that KubeVirt leaves in status.activePods after a migration; such a
-// pod's launcher is gone, and tried first it would cost a failed read every time.
+// whose socket exists. Two launchers of one VMI on a node are a migration within the
+// node or, once it is over, its ended source pod, which KubeVirt keeps listed in
+// status.activePods until the pod is deleted; that pod's launcher is gone, and tried
+// first it would cost a failed read every time.
 func likelyFirst(launchers []launcher.Launcher, kept *launcherConn) []launcher.Launcher {
 	if len(launchers) < 2 {
 		return launchers

@@ -41,8 +41,9 @@ type VMI struct {
 	NodeName string
 	// Pods are the UIDs of the VMI's virt-launcher pods on the watched node, sorted:
 	// the entries of status.activePods that name it. Usually one. A migration within
-	// the node adds the target's, and KubeVirt leaves a completed pod listed in
-	// status.activePods after a migration, so an entry may name a pod that is gone.
+	// the node adds the target's, and KubeVirt keeps listing every pod of the VMI
+	// until the pod is deleted, so after a migration an entry may name a pod that
+	// has ended, whose launcher (socket, status file) is gone.
 	Pods []string
 	// RuntimeUser is status.runtimeUser, the uid of the launcher's libvirt (107 by
 	// default, 0 for root launchers).
