@@ -5,6 +5,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
@@ -55,17 +58,40 @@ func TestMigrationWithinTheNode(t *testing.T) {
 	waitFor(t, "a detection with both launchers listed", func() bool { return detections(r) > before })
 	require.Contains(t, []string{fromType, "qemu-tcg"}, currentType(r, "default/vm"))
 
-	// Completed: the source's domain is gone, its pod still listed.
+	// Completed: the source's domain is gone, its pod still listed; only
+	// status.migrationState says so (mutation: without it in vmi.sameState, the
+	// series stays the source's type and waitView fails).
 	require.NoError(t, source.Libvirtd.DestroyGuest(source.Domain()))
-	setPaused(t, api, "default", "vm", true) // a write of the VMI, as the completion's
+	completeMigration(t, api, "default", "vm", "5d0c1e2f-0000-4000-8000-000000000001")
 	waitView(t, v, map[string]string{"default/vm": "qemu-tcg"}, soon)
 	failed := failures(r, metadata.AttributeReasonLibvirtUnreachable) + failures(r, metadata.AttributeReasonDomainMissing)
 	for i := range 3 {
 		before = detections(r)
-		setPaused(t, api, "default", "vm", i%2 == 1)
+		setPaused(t, api, "default", "vm", i%2 == 0)
 		waitFor(t, "a detection after the migration", func() bool { return detections(r) > before })
 		require.Equal(t, "qemu-tcg", currentType(r, "default/vm"))
 	}
 	require.Equal(t, failed, failures(r, metadata.AttributeReasonLibvirtUnreachable)+failures(r, metadata.AttributeReasonDomainMissing),
 		"reads failed with the source's pod left in activePods")
+}
+
+// completeMigration writes status.migrationState as KubeVirt does when migration uid
+// of VMI ns/name has completed.
+func completeMigration(t *testing.T, api *testenv.APIServer, ns, name, uid string) {
+	t.Helper()
+	ctx := context.Background()
+	vmis := api.Dynamic.Resource(testenv.VMIResource).Namespace(ns)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		u, err := vmis.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		state := map[string]any{"migrationUid": uid, "completed": true, "targetNode": nodeA}
+		if err := unstructured.SetNestedMap(u.Object, state, "status", "migrationState"); err != nil {
+			return err
+		}
+		_, err = vmis.Update(ctx, u, metav1.UpdateOptions{})
+		return err
+	})
+	require.NoError(t, err)
 }

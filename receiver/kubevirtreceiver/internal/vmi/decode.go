@@ -52,6 +52,7 @@ func (v *VMI) decodeStatus(data json.RawMessage) {
 		ActivePods  json.RawMessage `json:"activePods"`
 		RuntimeUser json.RawMessage `json:"runtimeUser"`
 		Conditions  json.RawMessage `json:"conditions"`
+		Migration   json.RawMessage `json:"migrationState"`
 	}
 	if len(data) == 0 || json.Unmarshal(data, &raw) != nil {
 		return
@@ -62,6 +63,12 @@ func (v *VMI) decodeStatus(data json.RawMessage) {
 		v.activePods = pods
 	}
 	v.RuntimeUser = lenient[int64](raw.RuntimeUser)
+	if m := lenient[struct {
+		UID       types.UID `json:"migrationUid"`
+		Completed bool      `json:"completed"`
+	}](raw.Migration); m.Completed {
+		v.MigrationEnded = m.UID
+	}
 	for _, c := range lenient[[]json.RawMessage](raw.Conditions) {
 		cond := lenient[struct{ Type, Status string }](c)
 		if cond.Type == "Paused" && cond.Status == "True" {

@@ -66,7 +66,7 @@ func TestVMIIsKeyedAndVersionedLikeTheObject(t *testing.T) {
 
 // TestSameStateSeesEveryFieldDetectionReads: an update is worth a detection exactly
 // when it changes what detection reads (UID, phase, node, runtime user, pause,
-// launcher pods on this node).
+// launcher pods on this node, an ended migration).
 func TestSameStateSeesEveryFieldDetectionReads(t *testing.T) {
 	changes := map[string]struct {
 		change func(*VMI)
@@ -83,6 +83,7 @@ func TestSameStateSeesEveryFieldDetectionReads(t *testing.T) {
 		"pod added":          {func(v *VMI) { v.activePods["pod-0"] = "node-a" }, false},
 		"pod moved":          {func(v *VMI) { v.activePods["pod-3"] = "node-a" }, false},
 		"pods gone":          {func(v *VMI) { v.activePods = nil }, false},
+		"migration ended":    {func(v *VMI) { v.MigrationEnded = "9b1e0c3a-0000-4000-8000-000000000000" }, false},
 	}
 	for name, c := range changes {
 		a, b := decode(t, sampleDoc), decode(t, sampleDoc)

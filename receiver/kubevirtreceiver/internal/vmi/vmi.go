@@ -51,6 +51,11 @@ type VMI struct {
 	// Paused is true while the VMI's Paused condition is True. Pausing keeps the
 	// phase Running; resuming is a reason to look at the domain again.
 	Paused bool
+	// MigrationEnded is status.migrationState.migrationUid once that migration has
+	// completed, else "". A migration within the node changes neither the node nor
+	// the listed pods when it completes, yet the domain then runs in the target's
+	// launcher: a reason to look at it again.
+	MigrationEnded types.UID
 
 	// activePods is status.activePods (pod UID -> node) as decoded, until the watch,
 	// which knows its node, turns it into Pods.
@@ -114,5 +119,6 @@ func (v *VMI) forNode(node string) {
 // nothing here (guest agent data, interface lists, timestamps) need no new detection.
 func (v *VMI) sameState(o *VMI) bool {
 	return v.UID == o.UID && v.Phase == o.Phase && v.NodeName == o.NodeName &&
-		v.RuntimeUser == o.RuntimeUser && v.Paused == o.Paused && slices.Equal(v.Pods, o.Pods)
+		v.RuntimeUser == o.RuntimeUser && v.Paused == o.Paused && v.MigrationEnded == o.MigrationEnded &&
+		slices.Equal(v.Pods, o.Pods)
 }
