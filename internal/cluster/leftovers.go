@@ -26,14 +26,24 @@ type HostState struct {
 // only one such test runs at a time on the machine.
 const hostLockPath = "/run/lock/otelcol-kubevirt-host.lock"
 
-// HoldHost waits until no other holder compares the host's state, reads it, and holds
-// that right until release is called: compare with before.Leftovers before releasing.
+// HoldHost waits until no other holder compares the host's state and no node runs,
+// reads the host's state, and holds the right to compare until release is called:
+// compare with before.Leftovers before releasing. A node that does not compare (a lab
+// of `make run`) still running when the state is read would make its leftovers this
+// holder's, hence the wait for the node lock, which is let go again for Start.
 func HoldHost(ctx context.Context) (before HostState, release func(), err error) {
 	f, err := lockWait(ctx, hostLockPath, func() {})
 	if err != nil {
 		return HostState{}, nil, err
 	}
-	if before, err = readHostState(); err != nil {
+	node, err := lockWait(ctx, lockPath, func() {})
+	if err != nil {
+		f.Close()
+		return HostState{}, nil, err
+	}
+	before, err = readHostState()
+	node.Close()
+	if err != nil {
 		f.Close()
 		return HostState{}, nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,8 +20,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
 )
 
 // controller does, for the lab's node, what KubeVirt's virt-controller and
@@ -28,30 +29,38 @@ import (
 // launcher pod (launcherPod); the VMI's status follows the pod: Scheduling, then
 // Scheduled on its node, Running with status.activePods and runtimeUser once the
 // launcher's guest runs (the pod is Ready), Succeeded or Failed when the launcher
-// ends. Deleting a VMI deletes its pod through the owner reference, as in KubeVirt.
+// ends. A VirtualMachineInstanceMigration moves a Running VMI to a new launcher pod
+// on the same node (migration.go). Deleting a VMI deletes its pods through the owner
+// reference, as in KubeVirt.
 //
-// It does not migrate, pause or restart anything, and it writes status and the
-// kubevirt.io/nodeName label in one update of the VMI, as KubeVirt does (the VMI CRD
-// has no status subresource).
+// It does not pause or restart anything, and it writes status and labels in one
+// update of the VMI, as KubeVirt does (the VMI CRD has no status subresource).
 type controller struct {
 	kube     kubernetes.Interface
 	dyn      dynamic.Interface
 	image    string
 	kvm      bool // whether the node advertises KVMResource
 	progress func(format string, args ...any)
+	// exec runs a command in a pod's compute container (kubectl exec) and returns
+	// its output.
+	exec func(ctx context.Context, pod *corev1.Pod, command ...string) ([]byte, error)
 
-	vmis  cache.SharedIndexInformer
-	pods  cache.SharedIndexInformer
-	queue workqueue.TypedRateLimitingInterface[string]
-	wg    sync.WaitGroup
+	vmis       cache.SharedIndexInformer
+	pods       cache.SharedIndexInformer
+	migrations cache.SharedIndexInformer
+	queue      workqueue.TypedRateLimitingInterface[string]
+	wg         sync.WaitGroup
 }
 
-func newController(kube kubernetes.Interface, dyn dynamic.Interface, image string, kvm bool, progress func(string, ...any)) *controller {
+func newController(kube kubernetes.Interface, dyn dynamic.Interface, image string, kvm bool,
+	exec func(context.Context, *corev1.Pod, ...string) ([]byte, error), progress func(string, ...any)) *controller {
 	c := &controller{
-		kube: kube, dyn: dyn, image: image, kvm: kvm, progress: progress,
+		kube: kube, dyn: dyn, image: image, kvm: kvm, exec: exec, progress: progress,
 		queue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
 	}
-	c.vmis = dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0).ForResource(testenv.VMIResource).Informer()
+	dynamicInformers := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	c.vmis = dynamicInformers.ForResource(testenv.VMIResource).Informer()
+	c.migrations = dynamicInformers.ForResource(MigrationResource).Informer()
 	selector := labels.Set{launcherLabel: "virt-launcher"}.String()
 	c.pods = informers.NewSharedInformerFactoryWithOptions(kube, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }),
@@ -76,6 +85,14 @@ func newController(kube kubernetes.Interface, dyn dynamic.Interface, image strin
 	_, _ = c.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: enqueueOwner, UpdateFunc: func(_, o any) { enqueueOwner(o) }, DeleteFunc: enqueueOwner,
 	})
+	enqueueMigrated := func(obj any) {
+		if m, ok := obj.(*unstructured.Unstructured); ok {
+			c.queue.Add(m.GetNamespace() + "/" + migratedVMI(m))
+		}
+	}
+	_, _ = c.migrations.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: enqueueMigrated, UpdateFunc: func(_, o any) { enqueueMigrated(o) },
+	})
 	return c
 }
 
@@ -83,7 +100,8 @@ func newController(kube kubernetes.Interface, dyn dynamic.Interface, image strin
 func (c *controller) run(ctx context.Context) error {
 	c.wg.Go(func() { c.vmis.RunWithContext(ctx) })
 	c.wg.Go(func() { c.pods.RunWithContext(ctx) })
-	if !cache.WaitForCacheSync(ctx.Done(), c.vmis.HasSynced, c.pods.HasSynced) {
+	c.wg.Go(func() { c.migrations.RunWithContext(ctx) })
+	if !cache.WaitForCacheSync(ctx.Done(), c.vmis.HasSynced, c.pods.HasSynced, c.migrations.HasSynced) {
 		return errors.New("lab controller: caches did not sync")
 	}
 	c.wg.Go(func() {
@@ -106,7 +124,8 @@ func (c *controller) processNext(ctx context.Context) bool {
 	}
 	defer c.queue.Done(key)
 	if err := c.sync(ctx, key); err != nil {
-		if ctx.Err() == nil {
+		// A conflict only means the cache was behind: not worth a line.
+		if ctx.Err() == nil && !apierrors.IsConflict(err) {
 			c.progress("VMI %s: %v (retrying)", key, err)
 		}
 		c.queue.AddRateLimited(key)
@@ -116,76 +135,129 @@ func (c *controller) processNext(ctx context.Context) bool {
 	return true
 }
 
-// vmiStatus is what the controller writes of a VMI's status.
+// vmiStatus is what the controller writes of a VMI's status in its usual course;
+// migrations write the rest (migration.go).
 type vmiStatus struct {
 	phase, node string
-	activePods  map[string]any
-	runtimeUser bool
+	// activePods maps the UID of every launcher pod of the VMI to its node, as
+	// KubeVirt's virt-controller lists them: pods that ended stay until deleted.
+	activePods map[string]any
+	// runtimeUser is the uid of the VMI's first launcher, written once: later it
+	// changes only by migration, as in KubeVirt.
+	runtimeUser *int64
 }
 
 func (c *controller) sync(ctx context.Context, key string) error {
 	obj, exists, err := c.vmis.GetIndexer().GetByKey(key)
 	if err != nil || !exists {
-		return err // a deleted VMI's pod goes with it (owner reference)
+		return err // a deleted VMI's pods go with it (owner reference)
 	}
 	v := obj.(*unstructured.Unstructured)
 	phase, _, _ := unstructured.NestedString(v.Object, "status", "phase")
 	if phase == "Succeeded" || phase == "Failed" {
 		return nil
 	}
-	pod := c.launcherOf(v)
-	if pod == nil {
+	pods := c.launchersOf(v)
+	if len(pods) == 0 {
 		if phase != "" && phase != "Pending" && phase != "Scheduling" {
 			// The launcher of a started VMI is gone: KubeVirt fails the VMI.
 			return c.setStatus(ctx, v, vmiStatus{phase: "Failed"})
 		}
-		kvm := c.kvm && v.GetAnnotations()[EmulationAnnotation] != "true"
-		created, err := c.kube.CoreV1().Pods(v.GetNamespace()).Create(ctx, launcherPod(v, c.image, kvm), metav1.CreateOptions{})
+		created, err := c.createLauncher(ctx, v, nil)
 		if err != nil {
-			return fmt.Errorf("creating its launcher pod: %w", err)
+			return err
 		}
-		accel := "TCG"
-		if kvm {
-			accel = "/dev/kvm"
-		}
-		c.progress("VMI %s: launcher pod %s (%s)", key, created.Name, accel)
-		return c.setStatus(ctx, v, vmiStatus{phase: "Scheduling"})
+		return c.setStatus(ctx, v, vmiStatus{phase: "Scheduling", runtimeUser: runAsUser(created)})
 	}
-	return c.setStatus(ctx, v, statusFor(pod, phase))
+	pod := current(v, pods)
+	if pod == nil {
+		// The pod the VMI runs in is gone, its migration's target not ready.
+		return c.setStatus(ctx, v, vmiStatus{phase: "Failed"})
+	}
+	st := statusFor(pod, phase, pods)
+	if !sameStatus(v, st) {
+		return c.setStatus(ctx, v, st)
+	}
+	if m := c.migrationOf(v); m != nil && st.phase == "Running" {
+		return c.migrate(ctx, v, m, pods)
+	}
+	return nil
 }
 
-// launcherOf finds v's launcher pod in the cache, the newest if there are several.
-func (c *controller) launcherOf(v *unstructured.Unstructured) *corev1.Pod {
-	var found *corev1.Pod
+// launcherFor is the launcher pod v gets now, as its annotations say.
+func (c *controller) launcherFor(v *unstructured.Unstructured) *corev1.Pod {
+	return launcherPod(v, c.image, c.kvm && v.GetAnnotations()[EmulationAnnotation] != "true")
+}
+
+// createLauncher creates a launcher pod for v, with extra labels.
+func (c *controller) createLauncher(ctx context.Context, v *unstructured.Unstructured, labels map[string]string) (*corev1.Pod, error) {
+	pod := c.launcherFor(v)
+	maps.Copy(pod.Labels, labels)
+	created, err := c.kube.CoreV1().Pods(v.GetNamespace()).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("creating a launcher pod: %w", err)
+	}
+	accel := "TCG"
+	if _, kvm := pod.Spec.Containers[0].Resources.Limits[KVMResource]; kvm {
+		accel = "/dev/kvm"
+	}
+	c.progress("VMI %s/%s: launcher pod %s (%s)", v.GetNamespace(), v.GetName(), created.Name, accel)
+	return created, nil
+}
+
+// launchersOf returns v's launcher pods in the cache, oldest first.
+func (c *controller) launchersOf(v *unstructured.Unstructured) []*corev1.Pod {
+	var pods []*corev1.Pod
 	for _, obj := range c.pods.GetStore().List() {
 		pod := obj.(*corev1.Pod)
-		if pod.Namespace != v.GetNamespace() || pod.Labels[createdByLabel] != string(v.GetUID()) {
-			continue
-		}
-		if found == nil || pod.CreationTimestamp.After(found.CreationTimestamp.Time) {
-			found = pod
+		if pod.Namespace == v.GetNamespace() && pod.Labels[createdByLabel] == string(v.GetUID()) {
+			pods = append(pods, pod)
 		}
 	}
-	return found
+	slices.SortFunc(pods, func(a, b *corev1.Pod) int { return a.CreationTimestamp.Compare(b.CreationTimestamp.Time) })
+	return pods
 }
 
-// statusFor is the VMI status that pod's state stands for, given the VMI's phase now.
-func statusFor(pod *corev1.Pod, phase string) vmiStatus {
+// current is the pod whose guest is the VMI's: its last migration's target once that
+// completed, its source until then, else its only (or newest) pod. Nil if that pod is
+// gone.
+func current(v *unstructured.Unstructured, pods []*corev1.Pod) *corev1.Pod {
+	name := pods[len(pods)-1].Name
+	if state, _, _ := unstructured.NestedMap(v.Object, "status", "migrationState"); state != nil {
+		name, _ = state["sourcePod"].(string)
+		if state["completed"] == true && state["failed"] != true {
+			name, _ = state["targetPod"].(string)
+		}
+	}
+	for _, p := range pods {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// statusFor is the VMI status that its current pod's state stands for, given the
+// VMI's phase now and all its pods.
+func statusFor(pod *corev1.Pod, phase string, pods []*corev1.Pod) vmiStatus {
 	node := pod.Spec.NodeName
-	active := map[string]any{string(pod.UID): node}
+	active := map[string]any{}
+	for _, p := range pods {
+		active[string(p.UID)] = p.Spec.NodeName
+	}
 	switch {
 	case pod.Status.Phase == corev1.PodSucceeded:
-		return vmiStatus{phase: "Succeeded", node: node, activePods: active, runtimeUser: true}
+		return vmiStatus{phase: "Succeeded", node: node, activePods: active}
 	case pod.Status.Phase == corev1.PodFailed:
-		return vmiStatus{phase: "Failed", node: node, activePods: active, runtimeUser: true}
+		return vmiStatus{phase: "Failed", node: node, activePods: active}
 	case node == "":
 		return vmiStatus{phase: "Scheduling"}
 	case podReady(pod) || (phase == "Running" && pod.Status.Phase == corev1.PodRunning):
 		// Ready once the guest runs; a guest that stops makes the launcher exit
 		// right after the probe fails, so the VMI stays Running until then.
-		return vmiStatus{phase: "Running", node: node, activePods: active, runtimeUser: true}
+		return vmiStatus{phase: "Running", node: node, activePods: active}
 	default:
-		return vmiStatus{phase: "Scheduled", node: node, activePods: active, runtimeUser: true}
+		return vmiStatus{phase: "Scheduled", node: node, activePods: active}
 	}
 }
 
@@ -198,60 +270,73 @@ func podReady(pod *corev1.Pod) bool {
 	return false
 }
 
+// runAsUser is the uid a launcher pod runs as.
+func runAsUser(pod *corev1.Pod) *int64 {
+	if sc := pod.Spec.SecurityContext; sc != nil && sc.RunAsUser != nil {
+		return sc.RunAsUser
+	}
+	return ptr.To[int64](0)
+}
+
 // setStatus writes st into the VMI's status and its kubevirt.io/nodeName label,
 // unless they are already so.
 func (c *controller) setStatus(ctx context.Context, cached *unstructured.Unstructured, st vmiStatus) error {
 	if sameStatus(cached, st) {
 		return nil
 	}
-	client := c.dyn.Resource(testenv.VMIResource).Namespace(cached.GetNamespace())
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		v, err := client.Get(ctx, cached.GetName(), metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if v.GetUID() != cached.GetUID() {
-			return nil // deleted and made anew; its own events follow
-		}
-		status, _, _ := unstructured.NestedMap(v.Object, "status")
-		if status == nil {
-			status = map[string]any{}
-		}
+	err := c.updateVMI(ctx, cached, func(status map[string]any, labels map[string]string) {
 		status["phase"] = st.phase
 		if st.node != "" {
 			status["nodeName"] = st.node
 			status["activePods"] = st.activePods
-			lbls := v.GetLabels()
-			if lbls == nil {
-				lbls = map[string]string{}
-			}
-			lbls[testenv.NodeNameLabel] = st.node
-			v.SetLabels(lbls)
+			labels[testenv.NodeNameLabel] = st.node
 		}
-		if st.runtimeUser {
-			status["runtimeUser"] = int64(launcherUser)
+		if _, set := status["runtimeUser"]; !set && st.runtimeUser != nil {
+			status["runtimeUser"] = *st.runtimeUser
 		}
-		v.Object["status"] = status
-		_, err = client.Update(ctx, v, metav1.UpdateOptions{})
-		return err
 	})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
 	if err == nil && st.phase != phaseOf(cached) {
 		c.progress("VMI %s/%s: %s", cached.GetNamespace(), cached.GetName(), st.phase)
 	}
 	return err
 }
 
-func phaseOf(v *unstructured.Unstructured) string {
-	p, _, _ := unstructured.NestedString(v.Object, "status", "phase")
+// updateVMI applies change to the cached VMI's status and labels and writes them in
+// one update. The update carries the cached resourceVersion: what change decided
+// from may be behind the API server (our own last write not seen yet), and then the
+// update conflicts and the VMI is synced again from a newer cache, instead of one
+// step's write undoing the next's. A VMI deleted meanwhile is left alone.
+func (c *controller) updateVMI(ctx context.Context, cached *unstructured.Unstructured, change func(status map[string]any, labels map[string]string)) error {
+	v := cached.DeepCopy()
+	status, _, _ := unstructured.NestedMap(v.Object, "status")
+	if status == nil {
+		status = map[string]any{}
+	}
+	labels := v.GetLabels()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	change(status, labels)
+	v.Object["status"] = status
+	v.SetLabels(labels)
+	_, err := c.dyn.Resource(testenv.VMIResource).Namespace(v.GetNamespace()).Update(ctx, v, metav1.UpdateOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+func phaseOf(obj *unstructured.Unstructured) string {
+	p, _, _ := unstructured.NestedString(obj.Object, "status", "phase")
 	return p
 }
 
 func sameStatus(v *unstructured.Unstructured, st vmiStatus) bool {
 	status, _, _ := unstructured.NestedMap(v.Object, "status")
 	if status["phase"] != st.phase {
+		return false
+	}
+	if _, set := status["runtimeUser"]; !set && st.runtimeUser != nil {
 		return false
 	}
 	if st.node == "" {

@@ -1,13 +1,15 @@
 // Package lab plays KubeVirt's part on a real node (internal/cluster), for `make run`
 // and the tests of the DaemonSet: it installs the VirtualMachineInstance CRD, hands
-// out /dev/kvm through a device plugin as virt-handler does, and gives every VMI a
+// out /dev/kvm through a device plugin as virt-handler does, gives every VMI a
 // virt-launcher-like pod (non-root, its own libvirt, a real QEMU guest) whose state
-// its VMI's status follows. It also deploys the collector exactly as a user does,
-// with `kubectl apply -k deploy/kubernetes`.
+// its VMI's status follows, and migrates a VMI to a new launcher pod on the node when
+// a VirtualMachineInstanceMigration asks. It also deploys the collector exactly as a
+// user does, with `kubectl apply -k deploy/kubernetes`.
 //
-// It is not KubeVirt: no virt-api, no migrations, no VirtualMachines, no networking
-// or disks for guests; only what the collector reads is faithful (the launcher pod's
-// layout on the node, the VMI's labels and status, the domain and its type).
+// It is not KubeVirt: no virt-api, no migrations between nodes (there is one), no
+// VirtualMachines, no networking or disks for guests; only what the collector reads is
+// faithful (the launcher pod's layout on the node, the VMI's labels and status, the
+// domain and its type).
 package lab
 
 import (
@@ -17,6 +19,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/cluster"
 )
@@ -64,11 +68,12 @@ func Start(ctx context.Context, c *cluster.Cluster, opts Options) (_ *Lab, err e
 			l.Stop()
 		}
 	}()
-	crd := filepath.Join(opts.RepoRoot, "testdata", "crds", "virtualmachineinstances.kubevirt.io.yaml")
-	if _, err := c.Kubectl(ctx, nil, "apply", "-f", crd); err != nil {
+	crds := filepath.Join(opts.RepoRoot, "testdata", "crds")
+	if _, err := c.Kubectl(ctx, nil, "apply", "-f", crds); err != nil {
 		return nil, err
 	}
-	if _, err := c.Kubectl(ctx, nil, "wait", "--for=condition=Established", "--timeout=60s", "crd/virtualmachineinstances.kubevirt.io"); err != nil {
+	if _, err := c.Kubectl(ctx, nil, "wait", "--for=condition=Established", "--timeout=60s",
+		"crd/virtualmachineinstances.kubevirt.io", "crd/virtualmachineinstancemigrations.kubevirt.io"); err != nil {
 		return nil, err
 	}
 
@@ -85,7 +90,10 @@ func Start(ctx context.Context, c *cluster.Cluster, opts Options) (_ *Lab, err e
 	}
 
 	ctx, l.cancel = context.WithCancel(context.Background())
-	l.ctrl = newController(c.Clientset, c.Dynamic, opts.LauncherImage, l.KVM, opts.Progress)
+	exec := func(ctx context.Context, pod *corev1.Pod, command ...string) ([]byte, error) {
+		return c.Kubectl(ctx, nil, append([]string{"exec", "--namespace", pod.Namespace, pod.Name, "--container", "compute", "--"}, command...)...)
+	}
+	l.ctrl = newController(c.Clientset, c.Dynamic, opts.LauncherImage, l.KVM, exec, opts.Progress)
 	if err := l.ctrl.run(ctx); err != nil {
 		return nil, err
 	}
@@ -132,7 +140,7 @@ const (
 func ImagesFromEnv() ([]string, error) {
 	collector, labDir := os.Getenv(CollectorImageEnv), os.Getenv(LabImagesEnv)
 	if collector == "" || labDir == "" {
-		return nil, fmt.Errorf("lab: %s and %s must name the images (`make image lab-images`; `make run` and `make test` set them)", CollectorImageEnv, LabImagesEnv)
+		return nil, fmt.Errorf("lab: %s and %s must name the images (`make image` and `hack/images.sh lab` build them; `make run` and `make test` set them)", CollectorImageEnv, LabImagesEnv)
 	}
 	return []string{filepath.Join(labDir, "pause.tar"), filepath.Join(labDir, "launcher.tar"), collector}, nil
 }

@@ -121,6 +121,7 @@ The lab is up after %s: node %s, the collector's DaemonSet pod %s.
   kubectl get vmi -A -o wide
   curl -s %s | grep %s
   kubectl create -f %s   another VMI, with KVM
+  kubectl create -f %s   migrates my-vm to a new launcher pod
   kubectl delete vmi -n default my-vm             its line goes within a second
   kubectl logs -n %s %s
 
@@ -131,6 +132,7 @@ Ctrl-C (or `+"`make stop`"+`) stops it and removes everything.
 		time.Since(start).Round(100*time.Millisecond), node, col.Pod,
 		c.Kubeconfig, kubectlDir,
 		col.MetricsURL, "kubevirt_vmi", filepath.Join("internal", "cmd", "kubevirt-lab", "vmis", "another-vm.yaml"),
+		filepath.Join("internal", "cmd", "kubevirt-lab", "vmis", "migrate-my-vm.yaml"),
 		lab.CollectorNamespace, col.Pod, strings.Join(lines, "\n"))
 	<-ctx.Done()
 	log.Print("stopping")
