@@ -113,6 +113,31 @@ func TestLabAsMakeRunsIt(t *testing.T) {
 		t.Fatalf("%s never appeared at %s; it serves %q", want, metrics[1], lines)
 	}
 
+	// The printed migration: my-vm moves to a new launcher pod, its line stays.
+	migrate := regexp.MustCompile(`kubectl create -f (\S+)\s+migrates`).FindStringSubmatch(strings.Join(printed, "\n"))
+	if migrate == nil {
+		t.Fatalf("no migration command in:\n%s", strings.Join(printed, "\n"))
+	}
+	kubectl = exec.CommandContext(ctx, filepath.Join(env[2], "kubectl"), "create", "-f", migrate[1])
+	kubectl.Dir = repo
+	kubectl.Env = append(os.Environ(), "KUBECONFIG="+env[1])
+	if out, err := kubectl.CombinedOutput(); err != nil {
+		t.Fatalf("kubectl create: %v\n%s", err, out)
+	}
+	var phase []byte
+	if err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(context.Context) (bool, error) {
+		get := exec.CommandContext(ctx, filepath.Join(env[2], "kubectl"), "get", "vmim", "-n", "default", "migrate-my-vm", "-o", "jsonpath={.status.phase}")
+		get.Env = kubectl.Env
+		phase, _ = get.Output()
+		return string(phase) == "Succeeded", nil
+	}); err != nil {
+		t.Fatalf("the printed migration is %q, not Succeeded (%v)", phase, err)
+	}
+	lines, err = scrape.Lines(ctx, metrics[1], "kubevirt_vmi_hypervisor_info")
+	if want := line(accelerated, "default", "my-vm"); err != nil || !slices.Contains(lines, want) {
+		t.Fatalf("after the migration %s serves %q (%v), want %s among them", metrics[1], lines, err, want)
+	}
+
 	// A lab killed outright: its watchdog tears the node down.
 	killed = true
 	if err := cmd.Process.Kill(); err != nil {
