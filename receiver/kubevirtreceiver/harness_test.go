@@ -204,6 +204,16 @@ func runVMI(t *testing.T, api *testenv.APIServer, ns, name, node string) {
 // and unpause; the phase stays Running.
 func setPaused(t *testing.T, api *testenv.APIServer, ns, name string, paused bool) {
 	t.Helper()
+	var conds []any
+	if paused {
+		conds = []any{map[string]any{"type": "Paused", "status": "True", "reason": "PausedByUser"}}
+	}
+	setStatusField(t, api, ns, name, conds, "conditions")
+}
+
+// setStatusField sets the VMI's status field at path to value, keeping the rest.
+func setStatusField(t *testing.T, api *testenv.APIServer, ns, name string, value any, path ...string) {
+	t.Helper()
 	ctx := context.Background()
 	vmis := api.Dynamic.Resource(testenv.VMIResource).Namespace(ns)
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
@@ -211,11 +221,7 @@ func setPaused(t *testing.T, api *testenv.APIServer, ns, name string, paused boo
 		if err != nil {
 			return err
 		}
-		var conds []any
-		if paused {
-			conds = []any{map[string]any{"type": "Paused", "status": "True", "reason": "PausedByUser"}}
-		}
-		if err := unstructured.SetNestedSlice(u.Object, conds, "status", "conditions"); err != nil {
+		if err := unstructured.SetNestedField(u.Object, value, append([]string{"status"}, path...)...); err != nil {
 			return err
 		}
 		_, err = vmis.Update(ctx, u, metav1.UpdateOptions{})

@@ -5,9 +5,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
@@ -79,19 +76,5 @@ func TestMigrationWithinTheNode(t *testing.T) {
 // of VMI ns/name has completed.
 func completeMigration(t *testing.T, api *testenv.APIServer, ns, name, uid string) {
 	t.Helper()
-	ctx := context.Background()
-	vmis := api.Dynamic.Resource(testenv.VMIResource).Namespace(ns)
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		u, err := vmis.Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		state := map[string]any{"migrationUid": uid, "completed": true, "targetNode": nodeA}
-		if err := unstructured.SetNestedMap(u.Object, state, "status", "migrationState"); err != nil {
-			return err
-		}
-		_, err = vmis.Update(ctx, u, metav1.UpdateOptions{})
-		return err
-	})
-	require.NoError(t, err)
+	setStatusField(t, api, ns, name, map[string]any{"migrationUid": uid, "completed": true, "targetNode": nodeA}, "migrationState")
 }
