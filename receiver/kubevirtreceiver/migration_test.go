@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"k8s.io/utils/ptr"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/receiver/kubevirtreceiver/internal/metadata"
@@ -38,7 +37,8 @@ func TestMigrationWithinTheNode(t *testing.T) {
 	// source's status file is looked for where a root launcher keeps it, and its
 	// socket is asked with a system-mode URI first, which it refuses.
 	st := source.RunningStatus()
-	st.RuntimeUser = ptr.To[int64](0)
+	root := int64(0)
+	st.RuntimeUser = &root
 	before := detections(r)
 	require.NoError(t, api.SetVMIStatus(ctx, "default", "vm", st))
 	waitFor(t, "a detection with runtimeUser patched", func() bool { return detections(r) > before })
@@ -49,7 +49,8 @@ func TestMigrationWithinTheNode(t *testing.T) {
 	target, err := node.StartLauncher(ctx, "default", "vm", "qemu")
 	require.NoError(t, err)
 	st.ActivePods = map[string]string{source.PodUID: nodeA, target.PodUID: nodeA}
-	st.RuntimeUser = ptr.To(target.RuntimeUser())
+	user := target.RuntimeUser()
+	st.RuntimeUser = &user
 	before = detections(r)
 	require.NoError(t, api.SetVMIStatus(ctx, "default", "vm", st))
 	waitFor(t, "a detection with both launchers listed", func() bool { return detections(r) > before })
