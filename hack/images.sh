@@ -5,8 +5,9 @@
 #                              left as the docker-archive bin/otelcol-kubevirt-image.tar
 #                              (what any node can import); prints its size and contents
 #   hack/images.sh lab         the lab node's own images: the pods' sandbox (pause) and
-#                              the virt-launcher stand-in; prints the directory of their
-#                              docker-archives
+#                              KubeVirt's virt-launcher (hack/kubevirt-assets.sh builds
+#                              its binaries first if they are not cached); prints the
+#                              directory of their docker-archives
 #
 # There is no registry here, so the Debian base both start from is made locally, once,
 # with debootstrap, and a Go toolchain image is made from it with the machine's Go in
@@ -36,7 +37,9 @@ go_image=localhost/otelcol-kubevirt-lab/golang:$(go env GOVERSION | sed -E 's/^g
 collector_image=localhost/otelcol-kubevirt:latest
 collector_archive="${repo_root}/bin/otelcol-kubevirt-image.tar"
 pause_image=localhost/otelcol-kubevirt-lab/pause:latest
-launcher_image=localhost/otelcol-kubevirt-lab/launcher:latest
+# Named after the KubeVirt release it runs (tools/kubevirt/go.mod).
+kubevirt_version="$(awk '$1 == "kubevirt.io/kubevirt" { print $2; exit }' "${repo_root}/tools/kubevirt/go.mod")"
+virt_launcher_image=localhost/otelcol-kubevirt-lab/virt-launcher:${kubevirt_version}
 # The lab's images' sources, and the label that records what an image was built from.
 lab_images="${repo_root}/internal/cmd/kubevirt-lab/images"
 source_label=otelcol-kubevirt.source
@@ -160,12 +163,37 @@ build_lab() {
 		rm -rf "${tmp}"
 	fi
 	archive "${pause_image}" "${cache_dir}/pause.tar"
-	# buildah's layer cache matches COPY by the files' content, not their path or
-	# modification time, so a moved or new checkout reuses the built layers.
-	log "building ${launcher_image} (a few minutes the first time: QEMU and libvirt)"
-	bud -t "${launcher_image}" "${lab_images}/launcher"
-	archive "${launcher_image}" "${cache_dir}/launcher.tar"
+	build_virt_launcher
+	archive "${virt_launcher_image}" "${cache_dir}/virt-launcher.tar"
 	echo "${cache_dir}"
+}
+
+# build_virt_launcher builds the launcher pods' image: KubeVirt's binaries and its
+# libvirt configuration files (both from the module tools/kubevirt pins) with the
+# files of images/virt-launcher, put together in one build context. buildah's layer
+# cache matches COPY by the files' content, not their path or modification time, so
+# the Debian packages' layer is built once and the rest again only when a file
+# changes; a new checkout or build directory reuses them all.
+build_virt_launcher() {
+	local bin_dir module_dir ctx
+	bin_dir="$("${repo_root}/hack/kubevirt-assets.sh")"
+	module_dir="$(cd "${repo_root}/tools/kubevirt" && export GOWORK=off && go mod download kubevirt.io/kubevirt && go list -m -f '{{.Dir}}' kubevirt.io/kubevirt)"
+	[[ -d "${module_dir}/cmd/virt-launcher" ]] || { log "no cmd/virt-launcher in kubevirt.io/kubevirt's module (${module_dir})"; exit 1; }
+	ctx="$(mktemp -d "${cache_dir}/virt-launcher-context.XXXXXX")"
+	cp "${lab_images}/virt-launcher/"* "${ctx}/"
+	mkdir "${ctx}/kubevirt"
+	local f
+	for f in qemu.conf virtqemud.conf qemu nsswitch.conf; do
+		cp "${module_dir}/cmd/virt-launcher/${f}" "${ctx}/kubevirt/${f}"
+	done
+	# Hard links where the cache and the context share a file system: no copy of
+	# the binaries' hundred megabytes.
+	for f in virt-launcher virt-launcher-monitor; do
+		ln "${bin_dir}/${f}" "${ctx}/${f}" 2>/dev/null || cp "${bin_dir}/${f}" "${ctx}/${f}"
+	done
+	log "building ${virt_launcher_image} (a few minutes the first time: QEMU and libvirt)"
+	bud -t "${virt_launcher_image}" "${ctx}" || { rm -rf "${ctx}"; exit 1; }
+	rm -rf "${ctx}"
 }
 
 case "${1:-}" in

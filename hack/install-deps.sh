@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-	libvirt-dev                # cgo headers and library for libvirt.org/go/libvirt
+	libvirt-dev                # cgo headers and library for libvirt.org/go/libvirt (and KubeVirt's virt-launcher, hack/kubevirt-assets.sh)
 	libvirt-daemon             # libvirtd, run by the tests and the lab as a launcher would
 	libvirt-daemon-driver-qemu # its QEMU driver
 	libvirt-clients            # virsh, for humans debugging the lab

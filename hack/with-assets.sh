@@ -7,7 +7,8 @@
 #   CONTAINERD_ASSETS          containerd, shim, ctr             hack/containerd-assets.sh
 #   PROMETHEUS_ASSETS          Prometheus with Kubernetes SD     hack/prometheus-assets.sh
 #   HELM_ASSETS                Helm, for deploy/helm's chart     hack/helm-assets.sh
-#   LAB_IMAGES_DIR             the lab's pause and launcher      hack/images.sh lab
+#   LAB_IMAGES_DIR             the lab's pause and virt-launcher hack/images.sh lab
+#                              (which builds KubeVirt's binaries first: hack/kubevirt-assets.sh)
 #   OTELCOL_KUBEVIRT_BIN       the collector binary              make build
 #   OTELCOL_KUBEVIRT_TEST_BIN  the test distribution's binary    make build
 #   OTELCOL_KUBEVIRT_IMAGE     the collector image archive       make image

@@ -26,7 +26,7 @@ import (
 
 // controller does, for the lab's node, what KubeVirt's virt-controller and
 // virt-handler do for the part of a VMI's life the collector sees: a new VMI gets a
-// launcher pod (launcherPod); the VMI's status follows the pod: Scheduling, then
+// launcher pod (virtLauncherPod); the VMI's status follows the pod: Scheduling, then
 // Scheduled on its node, Running with status.activePods and runtimeUser once the
 // launcher's guest runs (the pod is Ready), Succeeded or Failed when the launcher
 // ends. A VirtualMachineInstanceMigration moves a Running VMI to a new launcher pod
@@ -185,13 +185,16 @@ func (c *controller) sync(ctx context.Context, key string) error {
 }
 
 // launcherFor is the launcher pod v gets now, as its annotations say.
-func (c *controller) launcherFor(v *unstructured.Unstructured) *corev1.Pod {
-	return launcherPod(v, c.image, c.kvm && v.GetAnnotations()[EmulationAnnotation] != "true")
+func (c *controller) launcherFor(v *unstructured.Unstructured) (*corev1.Pod, error) {
+	return virtLauncherPod(v, c.image, c.kvm && v.GetAnnotations()[EmulationAnnotation] != "true")
 }
 
 // createLauncher creates a launcher pod for v, with extra labels.
 func (c *controller) createLauncher(ctx context.Context, v *unstructured.Unstructured, labels map[string]string) (*corev1.Pod, error) {
-	pod := c.launcherFor(v)
+	pod, err := c.launcherFor(v)
+	if err != nil {
+		return nil, err
+	}
 	maps.Copy(pod.Labels, labels)
 	created, err := c.kube.CoreV1().Pods(v.GetNamespace()).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
@@ -252,10 +255,13 @@ func statusFor(pod *corev1.Pod, phase string, pods []*corev1.Pod) vmiStatus {
 		return vmiStatus{phase: "Failed", node: node, activePods: active}
 	case node == "":
 		return vmiStatus{phase: "Scheduling"}
-	case podReady(pod) || (phase == "Running" && pod.Status.Phase == corev1.PodRunning):
-		// Ready once the guest runs; a guest that stops makes the launcher exit
-		// right after the probe fails, so the VMI stays Running until then.
+	case podReady(pod):
+		// Ready once the guest runs (virtLauncherPod's probe).
 		return vmiStatus{phase: "Running", node: node, activePods: active}
+	case phase == "Running" && pod.Status.Phase == corev1.PodRunning:
+		// Ready lost: the guest stopped. virt-launcher outlives it (README); virt-handler
+		// would mark the VMI Succeeded from the domain's end.
+		return vmiStatus{phase: "Succeeded", node: node, activePods: active}
 	default:
 		return vmiStatus{phase: "Scheduled", node: node, activePods: active}
 	}

@@ -1,15 +1,18 @@
 // Package lab plays KubeVirt's part on a real node (internal/cluster), for `make run`
 // and the tests of the DaemonSet: it installs the VirtualMachineInstance CRD, hands
-// out /dev/kvm through a device plugin as virt-handler does, gives every VMI a
-// virt-launcher-like pod (non-root, its own libvirt, a real QEMU guest) whose state
-// its VMI's status follows, and migrates a VMI to a new launcher pod on the node when
-// a VirtualMachineInstanceMigration asks. It also deploys the collector exactly as a
-// user does, with `kubectl apply -k deploy/kubernetes`.
+// out /dev/kvm through a device plugin as virt-handler does, gives every VMI the
+// launcher pod KubeVirt's virt-controller would render for it, running KubeVirt's own
+// virt-launcher (built from its module, tools/kubevirt), which defines and starts the
+// domain itself (its standalone mode), and migrates a VMI to a new launcher pod on the
+// node when a VirtualMachineInstanceMigration asks; the VMI's status follows the
+// pods. It also deploys the collector exactly as a user does, with `kubectl apply -k
+// deploy/kubernetes`.
 //
-// It is not KubeVirt: no virt-api, no migrations between nodes (there is one), no
-// VirtualMachines, no networking or disks for guests; only what the collector reads is
-// faithful (the launcher pod's layout on the node, the VMI's labels and status, the
-// domain and its type).
+// It is not KubeVirt: no virt-api, virt-handler or virt-controller, no migrations
+// between nodes (there is one), no VirtualMachines, no networking or disks for
+// guests. The launcher pod, libvirt's layout in it and the domain XML are KubeVirt's;
+// the VMI's status is written by the lab's controller from the pods' state
+// (README.md says what else differs from a production node).
 package lab
 
 import (
@@ -24,9 +27,6 @@ import (
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/cluster"
 )
-
-// LauncherImage is the virt-launcher stand-in `hack/images.sh lab` builds.
-const LauncherImage = "localhost/otelcol-kubevirt-lab/launcher:latest"
 
 // Options configures Start.
 type Options struct {
@@ -131,7 +131,7 @@ const (
 	// (bin/otelcol-kubevirt-image.tar, from `make image`).
 	CollectorImageEnv = "OTELCOL_KUBEVIRT_IMAGE"
 	// LabImagesEnv names the directory of the lab's own image archives, pause.tar
-	// and launcher.tar (`hack/images.sh lab`).
+	// and virt-launcher.tar (`hack/images.sh lab`).
 	LabImagesEnv = "LAB_IMAGES_DIR"
 )
 
@@ -142,5 +142,5 @@ func ImagesFromEnv() ([]string, error) {
 	if collector == "" || labDir == "" {
 		return nil, fmt.Errorf("lab: %s and %s must name the images (`make image` and `hack/images.sh lab` build them; `make run` and `make test` set them)", CollectorImageEnv, LabImagesEnv)
 	}
-	return []string{filepath.Join(labDir, "pause.tar"), filepath.Join(labDir, "launcher.tar"), collector}, nil
+	return []string{filepath.Join(labDir, "pause.tar"), filepath.Join(labDir, "virt-launcher.tar"), collector}, nil
 }

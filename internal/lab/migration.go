@@ -79,7 +79,11 @@ func (c *controller) migrate(ctx context.Context, v, m *unstructured.Unstructure
 	switch {
 	case state["migrationUid"] != uid:
 		source := current(v, pods)
-		user := runAsUser(c.launcherFor(v))
+		target, err := c.launcherFor(v)
+		if err != nil {
+			return err
+		}
+		user := runAsUser(target)
 		c.progress("VMI %s: migration %s from pod %s", key, m.GetName(), source.Name)
 		if err := c.updateVMI(ctx, v, func(status map[string]any, _ map[string]string) {
 			status["migrationState"] = map[string]any{

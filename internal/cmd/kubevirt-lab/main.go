@@ -5,7 +5,8 @@
 //   - a real single-node Kubernetes (internal/cluster): etcd, kube-apiserver,
 //     kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy;
 //   - KubeVirt's part played by internal/lab: the VMI CRD, /dev/kvm through a device
-//     plugin, and a virt-launcher-like pod with a real QEMU guest for every VMI;
+//     plugin, and for every VMI a launcher pod running KubeVirt's virt-launcher,
+//     which starts a real QEMU guest;
 //   - the collector image built from the repository's Dockerfile (`make image`),
 //     deployed with `kubectl apply -k deploy/kubernetes`, only the image overridden;
 //   - two VMIs created with kubectl from internal/cmd/kubevirt-lab/vmis: one with

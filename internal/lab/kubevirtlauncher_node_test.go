@@ -1,0 +1,225 @@
+package lab_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/yaml"
+
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/cluster"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/lab"
+	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
+)
+
+const hypervisorMetric = "kubevirt_vmi_hypervisor_info"
+
+// TestKubeVirtLauncherOnRealNode runs KubeVirt's own virt-launcher in the lab's
+// launcher pods on the real node, with the collector's DaemonSet as users deploy
+// it: a VMI with /dev/kvm (where this machine has it), an emulated one and one with
+// a root launcher. The domains, their XML and libvirt's layout in the pods are
+// virt-launcher's; the collector's lines must be exact at every step: all three,
+// then without the one whose guest stopped (its VMI Succeeded), then without the
+// one deleted.
+func TestKubeVirtLauncherOnRealNode(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Unavailable(t, "the real node needs root")
+	}
+	if _, err := lab.ImagesFromEnv(); err != nil || os.Getenv("KUBEBUILDER_ASSETS") == "" || os.Getenv("CONTAINERD_ASSETS") == "" {
+		testenv.Unavailable(t, "the real node needs the binaries and images `make test` builds and names (%v)", err)
+	}
+	images, err := lab.ImagesFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	before, release, err := cluster.HoldHost(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
+	c, err := cluster.Start(ctx, cluster.Options{Images: images, Progress: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		left, err := before.Leftovers()
+		if err != nil || len(left) > 0 {
+			t.Errorf("the stopped node left on the host (%v):\n  %s", err, strings.Join(left, "\n  "))
+		}
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := c.Kubectl(context.Background(), nil, "get", "pods,vmi", "-A", "-o", "wide")
+			// virt-launcher's errors and warnings: its info lines are many.
+			var logs []string
+			pods, _ := c.Clientset.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{LabelSelector: "kubevirt.io=virt-launcher"})
+			for _, p := range pods.Items {
+				out, _ := c.Kubectl(context.Background(), nil, "logs", "-n", "default", p.Name)
+				for l := range strings.Lines(string(out)) {
+					if !strings.Contains(l, `"level":"info"`) {
+						logs = append(logs, p.Name+": "+strings.TrimSpace(l))
+					}
+				}
+			}
+			t.Logf("at failure:\n%s\nlaunchers' logs:\n%s\nnode logs:%s", out, strings.Join(logs, "\n"), c.Logs())
+		}
+		if err := c.Stop(); err != nil {
+			t.Errorf("stopping the node: %v", err)
+		}
+	})
+	l, err := lab.Start(ctx, c, lab.Options{RepoRoot: "../..", Progress: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Stop)
+	col, err := lab.DeployCollector(ctx, c, "../..", lab.CollectorImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl := func(stdin string, args ...string) string {
+		t.Helper()
+		var in []byte
+		if stdin != "" {
+			in = []byte(stdin)
+		}
+		out, err := c.Kubectl(ctx, in, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+
+	accelerated := "kvm"
+	if !l.KVM {
+		accelerated = "qemu-tcg" // no usable /dev/kvm on this machine
+	}
+	line := func(typ, name string) string {
+		return fmt.Sprintf(`%s{hypervisor_type=%q,name=%q,namespace="default",node=%q} 1`, hypervisorMetric, typ, name, c.NodeName())
+	}
+	vmi := func(name string, annotations ...string) string {
+		a := ""
+		if len(annotations) > 0 {
+			a = "\n  annotations:"
+		}
+		for _, k := range annotations {
+			a += fmt.Sprintf("\n    %s: \"true\"", k)
+		}
+		return fmt.Sprintf(`apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata:
+  name: %s
+  namespace: default%s
+spec:
+  terminationGracePeriodSeconds: 0
+  domain:
+    devices: {}
+    resources:
+      requests:
+        memory: 64Mi
+`, name, a)
+	}
+	kubectl(vmi("kvm-vm")+"---\n"+vmi("emulated-vm", lab.EmulationAnnotation)+"---\n"+vmi("root-vm", lab.RootLauncherAnnotation), "create", "-f", "-")
+	all := []string{line(accelerated, "kvm-vm"), line("qemu-tcg", "emulated-vm"), line(accelerated, "root-vm")}
+	waitLines(ctx, t, col, all...)
+
+	// What made them is KubeVirt's: the live domain, asked of each launcher's
+	// libvirt through the socket and URI virt-launcher uses.
+	for _, tc := range []struct {
+		name, typ string
+		user      int64
+	}{
+		{"kvm-vm", map[bool]string{true: "kvm", false: "qemu"}[l.KVM], 107},
+		{"emulated-vm", "qemu", 107},
+		{"root-vm", map[bool]string{true: "kvm", false: "qemu"}[l.KVM], 0},
+	} {
+		pod := launcher(ctx, t, c, tc.name)
+		var status struct {
+			RuntimeUser *int64 `json:"runtimeUser"`
+		}
+		if err := yaml.Unmarshal([]byte(kubectl("", "get", "vmi", "-n", "default", tc.name, "-o", "jsonpath={.status}")), &status); err != nil {
+			t.Fatal(err)
+		}
+		if status.RuntimeUser == nil || *status.RuntimeUser != tc.user {
+			t.Errorf("VMI %s: status.runtimeUser %v, want %d", tc.name, status.RuntimeUser, tc.user)
+		}
+		uri := "qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock"
+		statusFile := "/var/run/libvirt/qemu/run/default_" + tc.name + ".xml"
+		if tc.user == 0 {
+			uri = "qemu+unix:///system?socket=/var/run/libvirt/virtqemud-sock"
+			statusFile = "/var/run/libvirt/qemu/default_" + tc.name + ".xml"
+		}
+		xml := kubectl("", "exec", "-n", "default", pod.Name, "--", "virsh", "-c", uri, "dumpxml", "default_"+tc.name)
+		if !strings.Contains(xml, fmt.Sprintf("<domain type='%s'", tc.typ)) || !strings.Contains(xml, "<kubevirt xmlns=\"http://kubevirt.io\">") {
+			t.Errorf("VMI %s: the live domain is not virt-launcher's of type %s:\n%s", tc.name, tc.typ, xml)
+		}
+		if out, err := c.Kubectl(ctx, nil, "exec", "-n", "default", pod.Name, "--", "test", "-f", statusFile); err != nil {
+			t.Errorf("VMI %s: no status file %s in its launcher (%v %s)", tc.name, statusFile, err, out)
+		}
+	}
+
+	// The guest stops from inside its launcher: the VMI Succeeds and its line goes,
+	// although virt-launcher itself lingers for a while.
+	pod := launcher(ctx, t, c, "emulated-vm")
+	kubectl("", "exec", "-n", "default", pod.Name, "--", "virsh", "-c", "qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock", "destroy", "default_emulated-vm")
+	stopped := time.Now()
+	waitLines(ctx, t, col, line(accelerated, "kvm-vm"), line(accelerated, "root-vm"))
+	t.Logf("line gone %s after the guest was destroyed", time.Since(stopped).Round(time.Millisecond))
+	if phase := kubectl("", "get", "vmi", "-n", "default", "emulated-vm", "-o", "jsonpath={.status.phase}"); phase != "Succeeded" {
+		t.Errorf("VMI emulated-vm is %s after its guest stopped, want Succeeded", phase)
+	}
+
+	// A deleted VMI's line goes.
+	kubectl("", "delete", "vmi", "-n", "default", "kvm-vm", "--wait=false")
+	waitLines(ctx, t, col, line(accelerated, "root-vm"))
+	kubectl("", "delete", "vmi", "-n", "default", "--all", "--wait=false")
+	waitLines(ctx, t, col)
+}
+
+// launcher returns the VMI's launcher pod, the one status.activePods names.
+func launcher(ctx context.Context, t *testing.T, c *cluster.Cluster, name string) *corev1.Pod {
+	t.Helper()
+	out, err := c.Kubectl(ctx, nil, "get", "vmi", "-n", "default", name, "-o", "jsonpath={.status.activePods}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var active map[string]string
+	if err := yaml.Unmarshal(out, &active); err != nil || len(active) != 1 {
+		t.Fatalf("VMI %s has activePods %q (%v), want one", name, out, err)
+	}
+	pods, err := c.Clientset.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range pods.Items {
+		if _, ok := active[string(p.UID)]; ok {
+			return &pods.Items[i]
+		}
+	}
+	t.Fatalf("VMI %s: no pod of activePods %v", name, active)
+	return nil
+}
+
+// waitLines polls the collector until its hypervisor lines are exactly want.
+func waitLines(ctx context.Context, t *testing.T, col *lab.Collector, want ...string) {
+	t.Helper()
+	slices.Sort(want)
+	var got []string
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(context.Context) (bool, error) {
+		var err error
+		got, err = col.Lines(ctx, hypervisorMetric)
+		slices.Sort(got)
+		return err == nil && slices.Equal(got, want), nil
+	})
+	if err != nil {
+		t.Fatalf("the collector shows\n  %s\nwant\n  %s\n(%v)", strings.Join(got, "\n  "), strings.Join(want, "\n  "), err)
+	}
+}
