@@ -12,7 +12,9 @@ import (
 // launcher's socket fallback), and status files (the launcher source's first choice):
 // libvirt's ~9.8 KB one of the lab's minimal guest, a KubeVirt-shaped domain in a root
 // launcher's 11.6 KB one, and the ~21 KB one libvirt 9.0 wrote for a KubeVirt-shaped
-// q35 guest with three disks, two NICs and the usual channels (kubevirt-status-large).
+// q35 guest with three disks, two NICs and the usual channels (kubevirt-status-large);
+// and what KubeVirt v1.7.0's own virt-launcher made in the lab's launcher pod: the
+// 7.1 KB live XML and the 17.1 KB status file of a KVM guest.
 func BenchmarkDetect(b *testing.B) {
 	for _, seed := range []struct {
 		name string
@@ -23,6 +25,8 @@ func BenchmarkDetect(b *testing.B) {
 		{"kubevirt-kvm", KVM},
 		{"kubevirt-status-root", KVM},
 		{"kubevirt-status-large", QEMUTCG},
+		{"virt-launcher-live-kvm", KVM},
+		{"virt-launcher-status-kvm", KVM},
 	} {
 		doc := corpusSeed(b, seed.name)
 		b.Run(seed.name, func(b *testing.B) {

@@ -83,6 +83,12 @@ func TestDetectStatusFiles(t *testing.T) {
 		"libvirt-status-tcg":    QEMUTCG,
 		"kubevirt-status-root":  KVM,
 		"kubevirt-status-large": QEMUTCG,
+		// Written by KubeVirt v1.7.0's own virt-launcher in the lab's launcher pods
+		// (libvirt 9.0, QEMU 7.2): a non-root launcher's status file under KVM and
+		// under TCG, and the live XML its libvirt returns.
+		"virt-launcher-status-kvm": KVM,
+		"virt-launcher-status-tcg": QEMUTCG,
+		"virt-launcher-live-kvm":   KVM,
 	} {
 		if got, err := Detect(corpusSeed(t, seed)); err != nil || got.Type != want {
 			t.Errorf("%s: Detect = %v, %v; want %s", seed, got, err, want)
