@@ -7,12 +7,9 @@
 # cannot pull, so they are built from the module proxy through the separate module
 # tools/kubevirt, whose go.mod names them as tools and pins the release (why that
 # release and why its replaces: tools/kubevirt/go.mod). virt-launcher links libvirt
-# through cgo (Debian's libvirt-dev). A cold build takes about 15 minutes on 2 cores;
-# the binaries are cached and reused while each still carries the pinned module.
-#
-#   hack/kubevirt-assets.sh           build if needed, print the directory
-#   hack/kubevirt-assets.sh --cached  print the directory only if it is built already
-#                                     (exit 1 otherwise, building nothing)
+# through cgo (Debian's libvirt-dev). A cold build took 6 minutes on 2 cores shared
+# with other builds; the binaries are cached and reused while each still carries the
+# pinned module.
 #
 # Environment:
 #   KUBEVIRT_ASSETS_DIR  cache directory (default:
@@ -38,12 +35,6 @@ pinned() {
 	go version -m "$1" 2>/dev/null | awk -v m="${module}" -v v="${version}" \
 		'($1 == "mod" || $1 == "dep") && $2 == m && $3 == v { found = 1 } END { exit !found }'
 }
-
-if [[ "${1:-}" == --cached ]]; then
-	pinned "${assets_dir}/virt-launcher" && pinned "${assets_dir}/virt-launcher-monitor" || exit 1
-	echo "${assets_dir}"
-	exit 0
-fi
 
 if ! pkg-config --exists libvirt 2>/dev/null; then
 	echo "kubevirt-assets: virt-launcher needs libvirt's headers (install Debian's libvirt-dev: hack/install-deps.sh)" >&2

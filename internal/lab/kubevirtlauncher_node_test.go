@@ -19,8 +19,6 @@ import (
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
 
-const hypervisorMetric = "kubevirt_vmi_hypervisor_info"
-
 // TestKubeVirtLauncherOnRealNode runs KubeVirt's own virt-launcher in the lab's
 // launcher pods on the real node, with the collector's DaemonSet as users deploy
 // it: a VMI with /dev/kvm (where this machine has it), an emulated one and one with
@@ -98,6 +96,44 @@ func TestKubeVirtLauncherOnRealNode(t *testing.T) {
 		return string(out)
 	}
 
+	// The helpers are closures, so that this file adds no names to the package's
+	// tests but its test.
+	const hypervisorMetric = "kubevirt_vmi_hypervisor_info"
+	waitLines := func(want ...string) {
+		t.Helper()
+		slices.Sort(want)
+		var got []string
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(context.Context) (bool, error) {
+			var err error
+			got, err = col.Lines(ctx, hypervisorMetric)
+			slices.Sort(got)
+			return err == nil && slices.Equal(got, want), nil
+		})
+		if err != nil {
+			t.Fatalf("the collector shows\n  %s\nwant\n  %s\n(%v)", strings.Join(got, "\n  "), strings.Join(want, "\n  "), err)
+		}
+	}
+	// launcher is the VMI's launcher pod, the one status.activePods names.
+	launcher := func(name string) *corev1.Pod {
+		t.Helper()
+		var active map[string]string
+		out := kubectl("", "get", "vmi", "-n", "default", name, "-o", "jsonpath={.status.activePods}")
+		if err := yaml.Unmarshal([]byte(out), &active); err != nil || len(active) != 1 {
+			t.Fatalf("VMI %s has activePods %q (%v), want one", name, out, err)
+		}
+		pods, err := c.Clientset.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range pods.Items {
+			if _, ok := active[string(p.UID)]; ok {
+				return &pods.Items[i]
+			}
+		}
+		t.Fatalf("VMI %s: no pod of activePods %v", name, active)
+		return nil
+	}
+
 	accelerated := "kvm"
 	if !l.KVM {
 		accelerated = "qemu-tcg" // no usable /dev/kvm on this machine
@@ -129,7 +165,7 @@ spec:
 	}
 	kubectl(vmi("kvm-vm")+"---\n"+vmi("emulated-vm", lab.EmulationAnnotation)+"---\n"+vmi("root-vm", lab.RootLauncherAnnotation), "create", "-f", "-")
 	all := []string{line(accelerated, "kvm-vm"), line("qemu-tcg", "emulated-vm"), line(accelerated, "root-vm")}
-	waitLines(ctx, t, col, all...)
+	waitLines(all...)
 
 	// What made them is KubeVirt's: the live domain, asked of each launcher's
 	// libvirt through the socket and URI virt-launcher uses.
@@ -141,7 +177,7 @@ spec:
 		{"emulated-vm", "qemu", 107},
 		{"root-vm", map[bool]string{true: "kvm", false: "qemu"}[l.KVM], 0},
 	} {
-		pod := launcher(ctx, t, c, tc.name)
+		pod := launcher(tc.name)
 		var status struct {
 			RuntimeUser *int64 `json:"runtimeUser"`
 		}
@@ -168,10 +204,10 @@ spec:
 
 	// The guest stops from inside its launcher: the VMI Succeeds and its line goes,
 	// although virt-launcher itself lingers for a while.
-	pod := launcher(ctx, t, c, "emulated-vm")
+	pod := launcher("emulated-vm")
 	kubectl("", "exec", "-n", "default", pod.Name, "--", "virsh", "-c", "qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock", "destroy", "default_emulated-vm")
 	stopped := time.Now()
-	waitLines(ctx, t, col, line(accelerated, "kvm-vm"), line(accelerated, "root-vm"))
+	waitLines(line(accelerated, "kvm-vm"), line(accelerated, "root-vm"))
 	t.Logf("line gone %s after the guest was destroyed", time.Since(stopped).Round(time.Millisecond))
 	if phase := kubectl("", "get", "vmi", "-n", "default", "emulated-vm", "-o", "jsonpath={.status.phase}"); phase != "Succeeded" {
 		t.Errorf("VMI emulated-vm is %s after its guest stopped, want Succeeded", phase)
@@ -179,47 +215,7 @@ spec:
 
 	// A deleted VMI's line goes.
 	kubectl("", "delete", "vmi", "-n", "default", "kvm-vm", "--wait=false")
-	waitLines(ctx, t, col, line(accelerated, "root-vm"))
+	waitLines(line(accelerated, "root-vm"))
 	kubectl("", "delete", "vmi", "-n", "default", "--all", "--wait=false")
-	waitLines(ctx, t, col)
-}
-
-// launcher returns the VMI's launcher pod, the one status.activePods names.
-func launcher(ctx context.Context, t *testing.T, c *cluster.Cluster, name string) *corev1.Pod {
-	t.Helper()
-	out, err := c.Kubectl(ctx, nil, "get", "vmi", "-n", "default", name, "-o", "jsonpath={.status.activePods}")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var active map[string]string
-	if err := yaml.Unmarshal(out, &active); err != nil || len(active) != 1 {
-		t.Fatalf("VMI %s has activePods %q (%v), want one", name, out, err)
-	}
-	pods, err := c.Clientset.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, p := range pods.Items {
-		if _, ok := active[string(p.UID)]; ok {
-			return &pods.Items[i]
-		}
-	}
-	t.Fatalf("VMI %s: no pod of activePods %v", name, active)
-	return nil
-}
-
-// waitLines polls the collector until its hypervisor lines are exactly want.
-func waitLines(ctx context.Context, t *testing.T, col *lab.Collector, want ...string) {
-	t.Helper()
-	slices.Sort(want)
-	var got []string
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(context.Context) (bool, error) {
-		var err error
-		got, err = col.Lines(ctx, hypervisorMetric)
-		slices.Sort(got)
-		return err == nil && slices.Equal(got, want), nil
-	})
-	if err != nil {
-		t.Fatalf("the collector shows\n  %s\nwant\n  %s\n(%v)", strings.Join(got, "\n  "), strings.Join(want, "\n  "), err)
-	}
+	waitLines()
 }

@@ -14,7 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-func testVMI(annotations map[string]string) *unstructured.Unstructured {
+func launcherTestVMI(annotations map[string]string) *unstructured.Unstructured {
 	v := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "kubevirt.io/v1",
 		"kind":       "VirtualMachineInstance",
@@ -43,7 +43,7 @@ func TestKubeVirtLauncherPod(t *testing.T) {
 		{name: "RootKVM", annotations: map[string]string{RootLauncherAnnotation: "true"}, kvm: true, root: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := testVMI(tc.annotations)
+			v := launcherTestVMI(tc.annotations)
 			pod, err := virtLauncherPod(v, LauncherImage, tc.kvm)
 			if err != nil {
 				t.Fatal(err)
@@ -110,7 +110,7 @@ func TestKubeVirtLauncherPod(t *testing.T) {
 			}
 			// The VMI's spec, with the firmware UUID KubeVirt's VM controller would
 			// have given it and, under KVM, the CPU feature this machine refuses off.
-			wantSpec := testVMI(nil).Object["spec"].(map[string]any)
+			wantSpec := launcherTestVMI(nil).Object["spec"].(map[string]any)
 			domain := wantSpec["domain"].(map[string]any)
 			domain["firmware"] = map[string]any{"uuid": string(v.GetUID())}
 			if tc.kvm {
@@ -185,7 +185,7 @@ func TestKubeVirtLauncherPod(t *testing.T) {
 // TestStandaloneVMIKeepsWhatTheVMISays: a VMI's own firmware UUID and CPU are
 // passed on as they are.
 func TestStandaloneVMIKeepsWhatTheVMISays(t *testing.T) {
-	v := testVMI(nil)
+	v := launcherTestVMI(nil)
 	domain := v.Object["spec"].(map[string]any)["domain"].(map[string]any)
 	domain["firmware"] = map[string]any{"uuid": "0d6c7a3e-8e55-4c39-9a57-3f4cbb1d2a10"}
 	domain["cpu"] = map[string]any{"model": "host-passthrough"}
