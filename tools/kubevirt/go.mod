@@ -4,8 +4,8 @@ go 1.26.0
 
 // KubeVirt's virt-launcher and virt-launcher-monitor, for the lab's launcher pods
 // (hack/kubevirt-assets.sh). kubevirt.io/kubevirt v1.7.0: the first release with
-// virt-launcher's standalone mode, and the newest whose virt-launcher links
-// against Debian 12's libnbd 1.14 (v1.8 and later need a newer one); the module
+// virt-launcher's standalone mode, and the newest whose module builds
+// against Debian 12's libnbd 1.14 (v1.8 and later link a newer one); the module
 // proxy here refuses v1.7.4.
 tool (
 	kubevirt.io/kubevirt/cmd/virt-launcher
