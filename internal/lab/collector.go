@@ -6,9 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/cluster"
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv/scrape"
@@ -85,19 +87,30 @@ func WaitCollector(ctx context.Context, c *cluster.Cluster) (*Collector, error) 
 		"daemonset/"+CollectorName, "--timeout=3m"); err != nil {
 		return nil, err
 	}
-	pods, err := c.Clientset.CoreV1().Pods(CollectorNamespace).List(ctx, metav1.ListOptions{
-		LabelSelector: "app.kubernetes.io/name=" + CollectorName,
-		FieldSelector: "spec.nodeName=" + c.NodeName(),
+	// rollout status reads the DaemonSet's status, which may be behind its pod: it
+	// returned while the only pod was Running but not Ready (twice in a row in the
+	// lab's tests, with the DaemonSet controller's cache behind). The pod must be.
+	var col *Collector
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods, err := c.Clientset.CoreV1().Pods(CollectorNamespace).List(ctx, metav1.ListOptions{
+			LabelSelector: "app.kubernetes.io/name=" + CollectorName,
+			FieldSelector: "spec.nodeName=" + c.NodeName(),
+		})
+		if err != nil {
+			return false, err
+		}
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && podReady(&p) && p.Status.PodIP != "" {
+				col = &Collector{Pod: p.Name, MetricsURL: "http://" + p.Status.PodIP + ":" + metricsPort + "/metrics"}
+				return true, nil
+			}
+		}
+		return false, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("no ready %s pod on node %s after its rollout: %w", CollectorName, c.NodeName(), err)
 	}
-	for _, p := range pods.Items {
-		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && podReady(&p) && p.Status.PodIP != "" {
-			return &Collector{Pod: p.Name, MetricsURL: "http://" + p.Status.PodIP + ":" + metricsPort + "/metrics"}, nil
-		}
-	}
-	return nil, fmt.Errorf("no ready %s pod on node %s after its rollout", CollectorName, c.NodeName())
+	return col, nil
 }
 
 // Lines returns the endpoint's sample lines of metric name.

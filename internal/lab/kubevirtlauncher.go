@@ -303,17 +303,3 @@ func standaloneVMI(v *unstructured.Unstructured, user int64, kvm bool) (string, 
 	}
 	return string(b), nil
 }
-
-// runtimeUserOf is the uid pod's launcher runs as, which KubeVirt reports as the
-// VMI's status.runtimeUser.
-func runtimeUserOf(pod *corev1.Pod) *int64 {
-	for _, c := range pod.Spec.Containers {
-		if c.Name == "compute" && c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil {
-			return ptr.To(*c.SecurityContext.RunAsUser)
-		}
-	}
-	if sc := pod.Spec.SecurityContext; sc != nil && sc.RunAsUser != nil {
-		return ptr.To(*sc.RunAsUser)
-	}
-	return ptr.To[int64](0) // no user set: the image's, root in KubeVirt's
-}

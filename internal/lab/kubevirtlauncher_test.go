@@ -127,8 +127,8 @@ func TestKubeVirtLauncherPod(t *testing.T) {
 			if *sc.RunAsUser != wantUser || *psc.RunAsUser != wantUser || *psc.FSGroup != 107 || *sc.RunAsNonRoot == tc.root {
 				t.Errorf("security context %+v, pod %+v: want uid %d, fsGroup 107", sc, psc, wantUser)
 			}
-			if got := *runtimeUserOf(pod); got != wantUser {
-				t.Errorf("runtimeUserOf = %d, want %d", got, wantUser)
+			if got := *runAsUser(pod); got != wantUser {
+				t.Errorf("runAsUser = %d, want %d (the VMI's status.runtimeUser)", got, wantUser)
 			}
 			caps := sc.Capabilities
 			if tc.root {

@@ -186,7 +186,14 @@ func (c *controller) stopGuest(ctx context.Context, v *unstructured.Unstructured
 	domain := v.GetNamespace() + "_" + v.GetName()
 	_, err := c.exec(ctx, pod, "virsh", "-q", "-c", uri, "destroy", domain)
 	if err == nil {
-		return nil
+		// KubeVirt's virt-launcher, its guest gone, waits for virt-handler to take
+		// its last notification, and ends at once when it has; with no virt-handler
+		// it waits out its timeouts (up to its 4-minute QEMU timeout when the guest
+		// went before its monitor found it). A SIGTERM to virt-launcher-monitor, PID 1
+		// of the container, ends it within seconds, as the source of a completed
+		// migration ends.
+		_, err = c.exec(ctx, pod, "sh", "-c", "kill -TERM 1")
+		return err
 	}
 	if state, serr := c.exec(ctx, pod, "virsh", "-q", "-c", uri, "domstate", domain); serr == nil {
 		if s := strings.TrimSpace(string(state)); s != "running" && s != "paused" {

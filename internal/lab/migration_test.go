@@ -42,8 +42,12 @@ metadata:
   name: %s
   namespace: %s
 spec:
+  terminationGracePeriodSeconds: 0
   domain:
     devices: {}
+    resources:
+      requests:
+        memory: 64Mi
 `, name, ns), "create", "-f", "-")
 	accelerated := n.accelerated()
 	n.waitLines(t, ctx, n.line(accelerated, ns, name))
