@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -163,8 +164,8 @@ func (c *controller) sync(ctx context.Context, key string) error {
 			// The launcher of a started VMI is gone: KubeVirt fails the VMI.
 			return c.setStatus(ctx, v, vmiStatus{phase: "Failed"})
 		}
-		created, err := c.createLauncher(ctx, v, nil)
-		if err != nil {
+		created, err := c.createLauncher(ctx, v, string(v.GetUID()), nil)
+		if err != nil || created == nil {
 			return err
 		}
 		return c.setStatus(ctx, v, vmiStatus{phase: "Scheduling", runtimeUser: runAsUser(created)})
@@ -189,14 +190,23 @@ func (c *controller) launcherFor(v *unstructured.Unstructured) (*corev1.Pod, err
 	return virtLauncherPod(v, c.image, c.kvm && v.GetAnnotations()[EmulationAnnotation] != "true")
 }
 
-// createLauncher creates a launcher pod for v, with extra labels.
-func (c *controller) createLauncher(ctx context.Context, v *unstructured.Unstructured, labels map[string]string) (*corev1.Pod, error) {
+// createLauncher creates a launcher pod for v, with extra labels, named for what it
+// is made for (the VMI's UID for its first pod, a migration's for its target) rather
+// than at random: a sync working from a pod cache that has not seen the pod yet
+// (the event of another write came first) then finds it exists instead of making a
+// second. It returns nil and no error when the pod exists already.
+func (c *controller) createLauncher(ctx context.Context, v *unstructured.Unstructured, madeFor string, labels map[string]string) (*corev1.Pod, error) {
 	pod, err := c.launcherFor(v)
 	if err != nil {
 		return nil, err
 	}
+	// As long as the random suffix of GenerateName, and as unlikely to repeat.
+	pod.Name, pod.GenerateName = pod.GenerateName+strings.ReplaceAll(madeFor, "-", "")[:5], ""
 	maps.Copy(pod.Labels, labels)
 	created, err := c.kube.CoreV1().Pods(v.GetNamespace()).Create(ctx, pod, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil, nil // its event comes
+	}
 	if err != nil {
 		return nil, fmt.Errorf("creating a launcher pod: %w", err)
 	}

@@ -113,7 +113,7 @@ func (c *controller) migrate(ctx context.Context, v, m *unstructured.Unstructure
 	}
 	switch {
 	case target == nil:
-		_, err := c.createLauncher(ctx, v, map[string]string{migrationJobLabel: uid})
+		_, err := c.createLauncher(ctx, v, uid, map[string]string{migrationJobLabel: uid})
 		return err
 	case target.Status.Phase == corev1.PodSucceeded || target.Status.Phase == corev1.PodFailed:
 		c.progress("VMI %s: migration %s failed: target pod %s ended", key, m.GetName(), target.Name)

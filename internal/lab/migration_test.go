@@ -23,7 +23,8 @@ const (
 
 // TestMigrationsOnRealNode migrates one VMI within the real node as KubeVirt does
 // (internal/lab/migration.go): A -> B -> A, from an accelerated launcher to an
-// emulated one and back, each migration a new launcher pod beside the running one,
+// emulated one and back, then from a non-root launcher to a root one and back
+// (status.runtimeUser changing before the target pod exists), each migration a new launcher pod beside the running one,
 // the source's guest stopped once the target's runs, its pod left Succeeded and still
 // listed in status.activePods. The collector is scraped every 50 ms throughout: at
 // every scrape the VMI has exactly one series, of the source's or the target's type,
@@ -52,18 +53,25 @@ spec:
 	accelerated := n.accelerated()
 	n.waitLines(t, ctx, n.line(accelerated, ns, name))
 
+	// A -> B -> A twice: the domain type, then the launcher's user (non-root ->
+	// root -> non-root), whose status.runtimeUser changes before the target pod
+	// exists, while the source still runs as the old user.
 	steps := []struct {
-		emulated bool
-		want     string
+		emulated, root bool
+		want           string
+		user           int64
 	}{
-		{emulated: true, want: "qemu-tcg"},
-		{emulated: false, want: accelerated},
+		{emulated: true, want: "qemu-tcg", user: 107},
+		{emulated: false, want: accelerated, user: 107},
+		{root: true, want: accelerated, user: 0},
+		{root: false, want: accelerated, user: 107},
 	}
 	from := accelerated
 	for i, step := range steps {
 		migration := fmt.Sprintf("%s-migration-%d", name, i+1)
-		t.Logf("%s: %s -> %s", migration, from, step.want)
-		n.kubectl(t, ctx, "", "annotate", "--overwrite", "vmi", "-n", ns, name, fmt.Sprintf("%s=%t", EmulationAnnotation, step.emulated))
+		t.Logf("%s: %s -> %s, runtimeUser %d", migration, from, step.want, step.user)
+		n.kubectl(t, ctx, "", "annotate", "--overwrite", "vmi", "-n", ns, name,
+			fmt.Sprintf("%s=%t", EmulationAnnotation, step.emulated), fmt.Sprintf("%s=%t", RootLauncherAnnotation, step.root))
 		seen := n.observe(ctx, ns, name)
 		n.kubectl(t, ctx, fmt.Sprintf(`apiVersion: kubevirt.io/v1
 kind: VirtualMachineInstanceMigration
@@ -76,6 +84,13 @@ spec:
 		n.waitMigration(t, ctx, ns, migration)
 		n.waitLines(t, ctx, n.line(step.want, ns, name))
 		checkSeries(t, seen(), n.line(from, ns, name), n.line(step.want, ns, name))
+		v, err := n.c.Dynamic.Resource(testenv.VMIResource).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if user, _, _ := unstructured.NestedInt64(v.Object, "status", "runtimeUser"); user != step.user {
+			t.Fatalf("after %s status.runtimeUser is %d, want %d", migration, user, step.user)
+		}
 		from = step.want
 	}
 
