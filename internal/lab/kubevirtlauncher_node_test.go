@@ -1,22 +1,15 @@
-package lab_test
+package lab
 
 import (
 	"context"
 	"fmt"
-	"os"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/yaml"
-
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/cluster"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/lab"
-	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/testenv"
 )
 
 // TestKubeVirtLauncherOnRealNode runs KubeVirt's own virt-launcher in the lab's
@@ -27,91 +20,12 @@ import (
 // then without the one whose guest stopped (its VMI Succeeded), then without the
 // one deleted.
 func TestKubeVirtLauncherOnRealNode(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testenv.Unavailable(t, "the real node needs root")
-	}
-	if _, err := lab.ImagesFromEnv(); err != nil || os.Getenv("KUBEBUILDER_ASSETS") == "" || os.Getenv("CONTAINERD_ASSETS") == "" {
-		testenv.Unavailable(t, "the real node needs the binaries and images `make test` builds and names (%v)", err)
-	}
-	images, err := lab.ImagesFromEnv()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	before, release, err := cluster.HoldHost(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(release)
-	c, err := cluster.Start(ctx, cluster.Options{Images: images, Progress: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		left, err := before.Leftovers()
-		if err != nil || len(left) > 0 {
-			t.Errorf("the stopped node left on the host (%v):\n  %s", err, strings.Join(left, "\n  "))
-		}
-	})
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := c.Kubectl(context.Background(), nil, "get", "pods,vmi", "-A", "-o", "wide")
-			// virt-launcher's errors and warnings: its info lines are many.
-			var logs []string
-			pods, _ := c.Clientset.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{LabelSelector: "kubevirt.io=virt-launcher"})
-			for _, p := range pods.Items {
-				out, _ := c.Kubectl(context.Background(), nil, "logs", "-n", "default", p.Name)
-				for l := range strings.Lines(string(out)) {
-					if !strings.Contains(l, `"level":"info"`) {
-						logs = append(logs, p.Name+": "+strings.TrimSpace(l))
-					}
-				}
-			}
-			t.Logf("at failure:\n%s\nlaunchers' logs:\n%s\nnode logs:%s", out, strings.Join(logs, "\n"), c.Logs())
-		}
-		if err := c.Stop(); err != nil {
-			t.Errorf("stopping the node: %v", err)
-		}
-	})
-	l, err := lab.Start(ctx, c, lab.Options{RepoRoot: "../..", Progress: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(l.Stop)
-	col, err := lab.DeployCollector(ctx, c, "../..", lab.CollectorImage)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := startLabNode(t, ctx)
 	kubectl := func(stdin string, args ...string) string {
 		t.Helper()
-		var in []byte
-		if stdin != "" {
-			in = []byte(stdin)
-		}
-		out, err := c.Kubectl(ctx, in, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(out)
-	}
-
-	// The helpers are closures, so that this file adds no names to the package's
-	// tests but its test.
-	const hypervisorMetric = "kubevirt_vmi_hypervisor_info"
-	waitLines := func(want ...string) {
-		t.Helper()
-		slices.Sort(want)
-		var got []string
-		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(context.Context) (bool, error) {
-			var err error
-			got, err = col.Lines(ctx, hypervisorMetric)
-			slices.Sort(got)
-			return err == nil && slices.Equal(got, want), nil
-		})
-		if err != nil {
-			t.Fatalf("the collector shows\n  %s\nwant\n  %s\n(%v)", strings.Join(got, "\n  "), strings.Join(want, "\n  "), err)
-		}
+		return n.kubectl(t, ctx, stdin, args...)
 	}
 	// launcher is the VMI's launcher pod, the one status.activePods names.
 	launcher := func(name string) *corev1.Pod {
@@ -121,7 +35,7 @@ func TestKubeVirtLauncherOnRealNode(t *testing.T) {
 		if err := yaml.Unmarshal([]byte(out), &active); err != nil || len(active) != 1 {
 			t.Fatalf("VMI %s has activePods %q (%v), want one", name, out, err)
 		}
-		pods, err := c.Clientset.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+		pods, err := n.c.Clientset.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,14 +47,13 @@ func TestKubeVirtLauncherOnRealNode(t *testing.T) {
 		t.Fatalf("VMI %s: no pod of activePods %v", name, active)
 		return nil
 	}
+	waitLines := func(want ...string) {
+		t.Helper()
+		n.waitLines(t, ctx, want...)
+	}
+	line := func(typ, name string) string { return n.line(typ, "default", name) }
 
-	accelerated := "kvm"
-	if !l.KVM {
-		accelerated = "qemu-tcg" // no usable /dev/kvm on this machine
-	}
-	line := func(typ, name string) string {
-		return fmt.Sprintf(`%s{hypervisor_type=%q,name=%q,namespace="default",node=%q} 1`, hypervisorMetric, typ, name, c.NodeName())
-	}
+	accelerated := n.accelerated()
 	vmi := func(name string, annotations ...string) string {
 		a := ""
 		if len(annotations) > 0 {
@@ -163,7 +76,7 @@ spec:
         memory: 64Mi
 `, name, a)
 	}
-	kubectl(vmi("kvm-vm")+"---\n"+vmi("emulated-vm", lab.EmulationAnnotation)+"---\n"+vmi("root-vm", lab.RootLauncherAnnotation), "create", "-f", "-")
+	kubectl(vmi("kvm-vm")+"---\n"+vmi("emulated-vm", EmulationAnnotation)+"---\n"+vmi("root-vm", RootLauncherAnnotation), "create", "-f", "-")
 	all := []string{line(accelerated, "kvm-vm"), line("qemu-tcg", "emulated-vm"), line(accelerated, "root-vm")}
 	waitLines(all...)
 
@@ -173,9 +86,9 @@ spec:
 		name, typ string
 		user      int64
 	}{
-		{"kvm-vm", map[bool]string{true: "kvm", false: "qemu"}[l.KVM], 107},
+		{"kvm-vm", map[bool]string{true: "kvm", false: "qemu"}[n.lab.KVM], 107},
 		{"emulated-vm", "qemu", 107},
-		{"root-vm", map[bool]string{true: "kvm", false: "qemu"}[l.KVM], 0},
+		{"root-vm", map[bool]string{true: "kvm", false: "qemu"}[n.lab.KVM], 0},
 	} {
 		pod := launcher(tc.name)
 		var status struct {
@@ -197,7 +110,7 @@ spec:
 		if !strings.Contains(xml, fmt.Sprintf("<domain type='%s'", tc.typ)) || !strings.Contains(xml, "<kubevirt xmlns=\"http://kubevirt.io\">") {
 			t.Errorf("VMI %s: the live domain is not virt-launcher's of type %s:\n%s", tc.name, tc.typ, xml)
 		}
-		if out, err := c.Kubectl(ctx, nil, "exec", "-n", "default", pod.Name, "--", "test", "-f", statusFile); err != nil {
+		if out, err := n.c.Kubectl(ctx, nil, "exec", "-n", "default", pod.Name, "--", "test", "-f", statusFile); err != nil {
 			t.Errorf("VMI %s: no status file %s in its launcher (%v %s)", tc.name, statusFile, err, out)
 		}
 	}

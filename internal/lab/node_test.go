@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/cluster"
@@ -56,7 +57,7 @@ func startLabNode(t *testing.T, ctx context.Context) *labNode {
 	t.Cleanup(func() {
 		if t.Failed() {
 			out, _ := c.Kubectl(context.Background(), nil, "get", "pods,vmi,vmim", "-A", "-o", "wide")
-			t.Logf("at failure:\n%s\nnode logs:%s", out, c.Logs())
+			t.Logf("at failure:\n%s\nlaunchers' logs:\n%s\nnode logs:%s", out, launcherWarnings(c), c.Logs())
 		}
 		if err := c.Stop(); err != nil {
 			t.Errorf("stopping the node: %v", err)
@@ -132,4 +133,21 @@ func (n *labNode) counter(t *testing.T, ctx context.Context, name string) float6
 		sum += v
 	}
 	return sum
+}
+
+// launcherWarnings returns what virt-launcher logged in the lab's launcher pods beyond
+// its info lines, which are many.
+func launcherWarnings(c *cluster.Cluster) string {
+	ctx := context.Background()
+	var logs []string
+	pods, _ := c.Clientset.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: launcherLabel + "=virt-launcher"})
+	for _, p := range pods.Items {
+		out, _ := c.Kubectl(ctx, nil, "logs", "-n", p.Namespace, p.Name)
+		for l := range strings.Lines(string(out)) {
+			if !strings.Contains(l, `"level":"info"`) {
+				logs = append(logs, p.Name+": "+strings.TrimSpace(l))
+			}
+		}
+	}
+	return strings.Join(logs, "\n")
 }
