@@ -95,42 +95,9 @@ func startRealNode(t *testing.T) *realNode {
 	if len(missing) > 0 {
 		t.Fatalf("%s not set (`make test` sets them)", strings.Join(missing, ", "))
 	}
-	images, err := lab.ImagesFromEnv()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	before, release, err := cluster.HoldHost(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(release)
-	c, err := cluster.Start(ctx, cluster.Options{Images: images, Progress: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Registered before Stop's, so it runs after it: nothing of the node is left.
-		left, err := before.Leftovers()
-		if err != nil || len(left) > 0 {
-			t.Errorf("the stopped node left on the host (%v):\n  %s", err, strings.Join(left, "\n  "))
-		}
-	})
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := c.Kubectl(context.Background(), nil, "get", "pods,vmi", "-A", "-o", "wide")
-			t.Logf("at failure:\n%s\nnode logs:%s", out, c.Logs())
-		}
-		if err := c.Stop(); err != nil {
-			t.Errorf("stopping the node: %v", err)
-		}
-	})
-	l, err := lab.Start(ctx, c, lab.Options{RepoRoot: repoRoot, Progress: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(l.Stop)
+	c, l := lab.StartTestNode(ctx, t, repoRoot)
 	return &realNode{c: c, lab: l}
 }
 

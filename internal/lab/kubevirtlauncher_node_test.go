@@ -54,29 +54,7 @@ func TestKubeVirtLauncherOnRealNode(t *testing.T) {
 	line := func(typ, name string) string { return n.line(typ, "default", name) }
 
 	accelerated := n.accelerated()
-	vmi := func(name string, annotations ...string) string {
-		a := ""
-		if len(annotations) > 0 {
-			a = "\n  annotations:"
-		}
-		for _, k := range annotations {
-			a += fmt.Sprintf("\n    %s: \"true\"", k)
-		}
-		return fmt.Sprintf(`apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstance
-metadata:
-  name: %s
-  namespace: default%s
-spec:
-  terminationGracePeriodSeconds: 0
-  domain:
-    devices: {}
-    resources:
-      requests:
-        memory: 64Mi
-`, name, a)
-	}
-	kubectl(vmi("kvm-vm")+"---\n"+vmi("emulated-vm", EmulationAnnotation)+"---\n"+vmi("root-vm", RootLauncherAnnotation), "create", "-f", "-")
+	kubectl(vmiYAML("kvm-vm")+"---\n"+vmiYAML("emulated-vm", EmulationAnnotation)+"---\n"+vmiYAML("root-vm", RootLauncherAnnotation), "create", "-f", "-")
 	all := []string{line(accelerated, "kvm-vm"), line("qemu-tcg", "emulated-vm"), line(accelerated, "root-vm")}
 	waitLines(all...)
 

@@ -37,19 +37,7 @@ func TestMigrationsOnRealNode(t *testing.T) {
 	defer cancel()
 	n := startLabNode(t, ctx)
 	const ns, name = "default", "mover"
-	n.kubectl(t, ctx, fmt.Sprintf(`apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstance
-metadata:
-  name: %s
-  namespace: %s
-spec:
-  terminationGracePeriodSeconds: 0
-  domain:
-    devices: {}
-    resources:
-      requests:
-        memory: 64Mi
-`, name, ns), "create", "-f", "-")
+	n.kubectl(t, ctx, vmiYAML(name), "create", "-f", "-")
 	accelerated := n.accelerated()
 	n.waitLines(t, ctx, n.line(accelerated, ns, name))
 

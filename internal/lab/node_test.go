@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/otelcol-kubevirt/otelcol-kubevirt/internal/cluster"
@@ -35,39 +34,10 @@ func startLabNode(t *testing.T, ctx context.Context) *labNode {
 	if os.Geteuid() != 0 {
 		testenv.Unavailable(t, "the real node needs root")
 	}
-	images, err := ImagesFromEnv()
-	if err != nil || os.Getenv("KUBEBUILDER_ASSETS") == "" || os.Getenv("CONTAINERD_ASSETS") == "" {
+	if _, err := ImagesFromEnv(); err != nil || os.Getenv("KUBEBUILDER_ASSETS") == "" || os.Getenv("CONTAINERD_ASSETS") == "" {
 		testenv.Unavailable(t, "the real node needs the binaries and images `make test` builds and names (%v)", err)
 	}
-	before, release, err := cluster.HoldHost(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(release)
-	c, err := cluster.Start(ctx, cluster.Options{Images: images, Progress: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Registered before Stop's, so it runs after it: nothing of the node is left.
-		if left, err := before.Leftovers(); err != nil || len(left) > 0 {
-			t.Errorf("the stopped node left on the host (%v):\n  %s", err, strings.Join(left, "\n  "))
-		}
-	})
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := c.Kubectl(context.Background(), nil, "get", "pods,vmi,vmim", "-A", "-o", "wide")
-			t.Logf("at failure:\n%s\nlaunchers' logs:\n%s\nnode logs:%s", out, launcherWarnings(c), c.Logs())
-		}
-		if err := c.Stop(); err != nil {
-			t.Errorf("stopping the node: %v", err)
-		}
-	})
-	l, err := Start(ctx, c, Options{RepoRoot: repoRoot, Progress: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(l.Stop)
+	c, l := StartTestNode(ctx, t, repoRoot)
 	col, err := DeployCollector(ctx, c, repoRoot, CollectorImage)
 	if err != nil {
 		t.Fatal(err)
@@ -135,19 +105,28 @@ func (n *labNode) counter(t *testing.T, ctx context.Context, name string) float6
 	return sum
 }
 
-// launcherWarnings returns what virt-launcher logged in the lab's launcher pods beyond
-// its info lines, which are many.
-func launcherWarnings(c *cluster.Cluster) string {
-	ctx := context.Background()
-	var logs []string
-	pods, _ := c.Clientset.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: launcherLabel + "=virt-launcher"})
-	for _, p := range pods.Items {
-		out, _ := c.Kubectl(ctx, nil, "logs", "-n", p.Namespace, p.Name)
-		for l := range strings.Lines(string(out)) {
-			if !strings.Contains(l, `"level":"info"`) {
-				logs = append(logs, p.Name+": "+strings.TrimSpace(l))
-			}
-		}
+// vmiYAML is a VMI default/name as a user writes one, with each annotation set to
+// "true"; no grace period, so that deleting it does not wait 45 s for a guest that
+// cannot shut down by itself.
+func vmiYAML(name string, annotations ...string) string {
+	a := ""
+	if len(annotations) > 0 {
+		a = "\n  annotations:"
 	}
-	return strings.Join(logs, "\n")
+	for _, k := range annotations {
+		a += fmt.Sprintf("\n    %s: \"true\"", k)
+	}
+	return fmt.Sprintf(`apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata:
+  name: %s
+  namespace: default%s
+spec:
+  terminationGracePeriodSeconds: 0
+  domain:
+    devices: {}
+    resources:
+      requests:
+        memory: 64Mi
+`, name, a)
 }
