@@ -78,13 +78,11 @@ func TestKubeVirtLauncherOnRealNode(t *testing.T) {
 		if status.RuntimeUser == nil || *status.RuntimeUser != tc.user {
 			t.Errorf("VMI %s: status.runtimeUser %v, want %d", tc.name, status.RuntimeUser, tc.user)
 		}
-		uri := "qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock"
 		statusFile := "/var/run/libvirt/qemu/run/default_" + tc.name + ".xml"
 		if tc.user == 0 {
-			uri = "qemu+unix:///system?socket=/var/run/libvirt/virtqemud-sock"
 			statusFile = "/var/run/libvirt/qemu/default_" + tc.name + ".xml"
 		}
-		xml := kubectl("", "exec", "-n", "default", pod.Name, "--", "virsh", "-c", uri, "dumpxml", "default_"+tc.name)
+		xml := kubectl("", "exec", "-n", "default", pod.Name, "--", "virsh", "-c", launcherURI(pod), "dumpxml", "default_"+tc.name)
 		if !strings.Contains(xml, fmt.Sprintf("<domain type='%s'", tc.typ)) || !strings.Contains(xml, "<kubevirt xmlns=\"http://kubevirt.io\">") {
 			t.Errorf("VMI %s: the live domain is not virt-launcher's of type %s:\n%s", tc.name, tc.typ, xml)
 		}
@@ -96,7 +94,7 @@ func TestKubeVirtLauncherOnRealNode(t *testing.T) {
 	// The guest stops from inside its launcher: the VMI Succeeds and its line goes,
 	// although virt-launcher itself lingers for a while.
 	pod := launcher("emulated-vm")
-	kubectl("", "exec", "-n", "default", pod.Name, "--", "virsh", "-c", "qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock", "destroy", "default_emulated-vm")
+	kubectl("", "exec", "-n", "default", pod.Name, "--", "virsh", "-c", launcherURI(pod), "destroy", "default_emulated-vm")
 	stopped := time.Now()
 	waitLines(line(accelerated, "kvm-vm"), line(accelerated, "root-vm"))
 	t.Logf("line gone %s after the guest was destroyed", time.Since(stopped).Round(time.Millisecond))

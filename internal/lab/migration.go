@@ -174,33 +174,33 @@ func setState(status map[string]any, fields ...any) {
 }
 
 // stopGuest destroys the guest in a launcher pod through its own libvirt, as a
-// completed migration leaves the source: libvirt removes the domain's status file,
-// and the launcher, its guest gone, ends. A guest already stopped is not an error.
+// completed migration leaves the source (libvirt removes the domain's status file),
+// and ends the launcher. A guest already stopped (a retry) is not an error.
 func (c *controller) stopGuest(ctx context.Context, v *unstructured.Unstructured, pod *corev1.Pod) error {
-	// KubeVirt's socket, in the libvirt-runtime volume: session mode for a non-root
-	// launcher, system mode for a root one.
-	uri := "qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock"
-	if *runAsUser(pod) == 0 {
-		uri = "qemu+unix:///system?socket=/var/run/libvirt/virtqemud-sock"
-	}
-	domain := v.GetNamespace() + "_" + v.GetName()
-	_, err := c.exec(ctx, pod, "virsh", "-q", "-c", uri, "destroy", domain)
-	if err == nil {
-		// KubeVirt's virt-launcher, its guest gone, waits for virt-handler to take
-		// its last notification, and ends at once when it has; with no virt-handler
-		// it waits out its timeouts (up to its 4-minute QEMU timeout when the guest
-		// went before its monitor found it). A SIGTERM to virt-launcher-monitor, PID 1
-		// of the container, ends it within seconds, as the source of a completed
-		// migration ends.
-		_, err = c.exec(ctx, pod, "sh", "-c", "kill -TERM 1")
-		return err
-	}
-	if state, serr := c.exec(ctx, pod, "virsh", "-q", "-c", uri, "domstate", domain); serr == nil {
-		if s := strings.TrimSpace(string(state)); s != "running" && s != "paused" {
-			return nil
+	uri, domain := launcherURI(pod), v.GetNamespace()+"_"+v.GetName()
+	if _, err := c.exec(ctx, pod, "virsh", "-q", "-c", uri, "destroy", domain); err != nil {
+		state, serr := c.exec(ctx, pod, "virsh", "-q", "-c", uri, "domstate", domain)
+		if s := strings.TrimSpace(string(state)); serr != nil || s == "running" || s == "paused" {
+			return err
 		}
 	}
+	// KubeVirt's virt-launcher, its guest gone, waits for virt-handler to take its
+	// last notification, and ends at once when it has; with no virt-handler it waits
+	// out its timeouts (up to its 4-minute QEMU timeout when the guest went before
+	// its monitor found it). A SIGTERM to virt-launcher-monitor, PID 1 of the
+	// container, ends it within seconds, as the source of a completed migration ends.
+	_, err := c.exec(ctx, pod, "sh", "-c", "kill -TERM 1")
 	return err
+}
+
+// launcherURI is the libvirt URI of a launcher pod, from inside it: KubeVirt's
+// socket in the libvirt-runtime volume, session mode for a non-root launcher,
+// system mode for a root one.
+func launcherURI(pod *corev1.Pod) string {
+	if *runAsUser(pod) == 0 {
+		return "qemu+unix:///system?socket=" + libvirtRuntime + "/virtqemud-sock"
+	}
+	return "qemu+unix:///session?socket=" + libvirtRuntime + "/virtqemud-sock"
 }
 
 // setMigrationPhase writes m's status.phase, through its status subresource.

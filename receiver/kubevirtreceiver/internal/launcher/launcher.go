@@ -88,9 +88,9 @@ type Launcher struct {
 
 // Find returns the launchers of the VMI's launcher pods on this node (v.Pods), in
 // their order: usually one. A migration within the node adds the target's, and the
-// ended pods KubeVirt keeps listing in status.activePods after a migration (until the
-// pod is deleted) add launchers that are gone. podsDir is the host's kubelet pods directory as mounted in the
-// collector. With no launcher pod the error wraps [ErrNoLauncher]; with a socket path
+// ended pods KubeVirt keeps listing in status.activePods after a migration (until
+// the pod is deleted) add launchers that are gone. podsDir is the host's kubelet pods
+// directory as mounted in the collector. With no launcher pod the error wraps [ErrNoLauncher]; with a socket path
 // too long for a unix socket it wraps [ErrSocketPathTooLong] and tells the user to
 // shorten pods_dir. Find looks at no file: which launchers still exist is the
 // caller's to find out.
